@@ -1,0 +1,24 @@
+# hwsi: hierarchical whole-slide-image pipeline (MLLM-HWSI).
+#   snakemake --cores N                        # config.yaml (the demo cohort by default)
+#   snakemake --cores N --configfile my.yaml   # your cohort
+# Steps per slide: tissue detection -> patch/region grid. See README.md for outputs.
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+validate(config, "hwsi_model/schemas/config.schema.yaml")
+
+
+include: "rules/common.smk"
+include: "rules/tissue.smk"
+include: "rules/tiling.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        all_outputs(),

@@ -1,0 +1,129 @@
+"""``hwsi``: the command-line tool for what a user does by hand.
+
+Sub-commands:
+    hwsi info SLIDE                 vendor, levels, dimensions, mpp and where it came from
+    hwsi demo-cohort OUTDIR         write the synthetic demo cohort (slides, sheet, reports, VQA)
+    hwsi tile SLIDE --out DIR       tissue detection + patch/region grid for one slide
+    hwsi check-config CONFIG        validate a workflow config against the schema
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from hwsi_model import __version__
+from hwsi_model.logs import run_reporting_errors
+
+log = logging.getLogger("hwsi")
+
+
+def _cmd_info(args: argparse.Namespace) -> None:
+    from hwsi_model.slide.reader import open_slide
+
+    with open_slide(args.slide, mpp_override=args.mpp) as reader:
+        info = reader.info()
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return
+    print(f"slide       {info['path']}")
+    print(f"vendor      {info['vendor']}")
+    print(f"dimensions  {info['dimensions'][0]} x {info['dimensions'][1]} px (level 0)")
+    print(f"size        {info['size_um'][0] / 1000:.3f} x {info['size_um'][1] / 1000:.3f} mm")
+    print(
+        f"mpp         {info['mpp_x']:.4f} x {info['mpp_y']:.4f} um/px (from {info['mpp_source']})"
+    )
+    if info["objective_power"]:
+        print(f"objective   {info['objective_power']}x")
+    print("levels")
+    for lv in info["levels"]:
+        w, h = lv["dimensions"]
+        print(f"  {lv['level']:>2}  {w:>7} x {h:<7}  downsample {lv['downsample']:g}")
+
+
+def _cmd_demo_cohort(args: argparse.Namespace) -> None:
+    from hwsi_model.demo import generate_demo_cohort
+
+    sheet = generate_demo_cohort(
+        Path(args.outdir), n_slides=args.n_slides, seed=args.seed, scale=args.scale
+    )
+    log.info("demo cohort written; sample sheet: %s", sheet)
+
+
+def _cmd_tile(args: argparse.Namespace) -> None:
+    from hwsi_model.config import validate_config
+    from hwsi_model.tiling.steps import tiling_step, tissue_step
+    from hwsi_model.tiling.tissue import TissueParams
+
+    cfg = validate_config({"samples": "-", "outdir": str(args.out)})
+    params = TissueParams.from_config(cfg["tissue"])
+    slide_id = Path(args.slide).stem
+    out = Path(args.out)
+    tissue_step(
+        args.slide, slide_id, out / "tissue" / slide_id, params, mpp_override=args.slide_mpp
+    )
+    tiling_step(
+        slide_id,
+        out / "tissue" / slide_id,
+        out / "tiles" / f"{slide_id}.zarr",
+        out / "qc" / "tiling" / f"{slide_id}.png",
+        mpp=args.mpp,
+        patch_size=args.patch_size,
+        region_size=args.region_size,
+        min_tissue_fraction=cfg["tissue"]["min_tissue_fraction"],
+        mpp_tolerance=cfg["mpp_tolerance"],
+    )
+
+
+def _cmd_check_config(args: argparse.Namespace) -> None:
+    from hwsi_model.config import load_config
+    from hwsi_model.samples import read_sample_sheet
+
+    cfg = load_config(args.config)
+    samples = read_sample_sheet(cfg["samples"])
+    log.info("config OK; %d slide(s) in %s", len(samples), cfg["samples"])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hwsi", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"hwsi {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("info", help="describe a slide (vendor, levels, mpp and its source)")
+    p.add_argument("slide")
+    p.add_argument("--mpp", type=float, help="level-0 um/px overriding the file")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("demo-cohort", help="write the synthetic demo cohort")
+    p.add_argument("outdir")
+    p.add_argument("--n-slides", type=int, default=24)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--scale", type=float, default=1.0, help="linear size factor (4 = large slides)")
+    p.set_defaults(func=_cmd_demo_cohort)
+
+    p = sub.add_parser("tile", help="tissue detection and patch grid for one slide")
+    p.add_argument("slide")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--mpp", type=float, default=0.5, help="target um/px (default 0.5)")
+    p.add_argument("--slide-mpp", type=float, help="level-0 um/px overriding the file")
+    p.add_argument("--patch-size", type=int, default=256)
+    p.add_argument("--region-size", type=int, default=16, help="region side in patches")
+    p.set_defaults(func=_cmd_tile)
+
+    p = sub.add_parser("check-config", help="validate a workflow config and its sample sheet")
+    p.add_argument("config")
+    p.set_defaults(func=_cmd_check_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_reporting_errors(lambda: args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

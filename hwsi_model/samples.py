@@ -1,0 +1,107 @@
+"""Sample sheet: CSV with ``slide_id,path`` and optional ``mpp,split,label,cohort`` columns."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import jsonschema
+import pandas as pd
+
+from hwsi_model.config import load_schema
+from hwsi_model.errors import SampleSheetError
+
+OPTIONAL_COLUMNS = ("mpp", "split", "label", "cohort")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One slide of the cohort. ``path`` is absolute or relative to the working directory."""
+
+    slide_id: str
+    path: str
+    mpp: float | None = None
+    split: str | None = None
+    label: str | None = None
+    cohort: str | None = None
+
+
+def _clean(value: object) -> object:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, str) and not value.strip():
+        return None
+    return value
+
+
+def read_sample_sheet(path: str | Path) -> dict[str, Sample]:
+    """Read and validate a sample sheet.
+
+    Relative slide paths are resolved against the sheet's folder (so a cohort folder can be
+    moved as a whole). Slide files are not opened here: a missing or broken slide fails its
+    own jobs, not the whole cohort.
+
+    Returns:
+        Samples keyed by ``slide_id``, in sheet order.
+
+    Raises:
+        SampleSheetError: missing file or column, invalid ``slide_id`` (path separators, ``..``),
+            duplicate ids, non-numeric or non-positive ``mpp``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SampleSheetError(f"sample sheet {path} does not exist")
+    try:
+        df = pd.read_csv(path, dtype={"slide_id": str, "path": str}, skipinitialspace=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise SampleSheetError(f"sample sheet {path}: cannot parse CSV ({exc})") from exc
+    missing = [c for c in ("slide_id", "path") if c not in df.columns]
+    if missing:
+        raise SampleSheetError(
+            f"sample sheet {path}: missing required column(s) {', '.join(missing)} "
+            f"(found: {', '.join(map(str, df.columns))})"
+        )
+    if "mpp" in df.columns:
+        mpp = pd.to_numeric(df["mpp"], errors="coerce")
+        bad = df.loc[mpp.isna() & df["mpp"].notna(), "slide_id"].tolist()
+        if bad:
+            raise SampleSheetError(f"sample sheet {path}: mpp is not a number for {bad}")
+        df["mpp"] = mpp
+
+    schema = load_schema("samples")
+    base = path.resolve().parent
+    samples: dict[str, Sample] = {}
+    for i, row in enumerate(df.to_dict("records")):
+        record = {
+            k: _clean(v) for k, v in row.items() if k in ("slide_id", "path", *OPTIONAL_COLUMNS)
+        }
+        record = {k: v for k, v in record.items() if v is not None}
+        for key in ("split", "label", "cohort"):
+            if key in record:
+                record[key] = str(record[key])
+        try:
+            jsonschema.validate(record, schema)
+        except jsonschema.ValidationError as exc:
+            field = ".".join(map(str, exc.absolute_path)) or "row"
+            raise SampleSheetError(
+                f"sample sheet {path}, row {i + 2} ({record.get('slide_id', '?')!s}): "
+                f"{field}: {exc.message}"
+            ) from None
+        sid = record["slide_id"]
+        if sid in samples:
+            raise SampleSheetError(f"sample sheet {path}: duplicate slide_id '{sid}'")
+        slide_path = Path(record["path"]).expanduser()
+        if not slide_path.is_absolute():
+            slide_path = base / slide_path
+        samples[sid] = Sample(
+            slide_id=sid,
+            path=str(slide_path),
+            mpp=float(record["mpp"]) if "mpp" in record else None,
+            split=record.get("split"),
+            label=record.get("label"),
+            cohort=record.get("cohort"),
+        )
+    if not samples:
+        raise SampleSheetError(f"sample sheet {path} has no rows")
+    return samples

@@ -1,0 +1,43 @@
+# Shared set-up: sample sheet, output layout and per-step parameter hashes.
+
+from hwsi_model.config import config_hash
+from hwsi_model.samples import read_sample_sheet
+
+SAMPLES = read_sample_sheet(config["samples"])
+OUTDIR = config["outdir"].rstrip("/")
+TISSUE_CFG = config["tissue"]
+# Detection parameters only: the patch threshold belongs to the tiling step.
+TISSUE_DETECT_CFG = {k: v for k, v in TISSUE_CFG.items() if k != "min_tissue_fraction"}
+
+# A change of one of these values re-runs the step (and what depends on it), nothing else.
+TISSUE_HASH = config_hash(TISSUE_DETECT_CFG)
+TILES_HASH = config_hash(
+    {
+        "mpp": config["mpp"],
+        "patch_size": config["patch_size"],
+        "region_size": config["region_size"],
+        "mpp_tolerance": config["mpp_tolerance"],
+        "min_tissue_fraction": TISSUE_CFG["min_tissue_fraction"],
+    }
+)
+
+
+wildcard_constraints:
+    slide=r"[A-Za-z0-9][A-Za-z0-9._-]*",
+
+
+def slide_path(wildcards):
+    return SAMPLES[wildcards.slide].path
+
+
+def slide_mpp_override(wildcards):
+    """Sample-sheet mpp (um/px) or 0 when the file's resolution is to be used."""
+    return SAMPLES[wildcards.slide].mpp or 0
+
+
+def all_outputs():
+    return [
+        *expand(f"{OUTDIR}/tiles/{{slide}}.zarr", slide=SAMPLES),
+        *expand(f"{OUTDIR}/qc/tiling/{{slide}}.png", slide=SAMPLES),
+        f"{OUTDIR}/tiles/summary.tsv",
+    ]

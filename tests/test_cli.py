@@ -1,0 +1,48 @@
+import json
+import subprocess
+import sys
+
+from hwsi_model.cli import main
+
+
+def hwsi(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "hwsi_model.cli", *map(str, args)], capture_output=True, text=True
+    )
+
+
+def test_info_reports_mpp_and_its_source(cmu_slide):
+    proc = hwsi("info", cmu_slide)
+    assert proc.returncode == 0, proc.stderr
+    assert "aperio" in proc.stdout
+    assert "0.4990 x 0.4990 um/px (from openslide.mpp-x/y)" in proc.stdout
+    assert "2220 x 2967" in proc.stdout
+
+
+def test_info_json_with_override(cmu_slide, capsys):
+    assert main(["info", str(cmu_slide), "--json", "--mpp", "0.25"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["mpp"] == 0.25 and info["mpp_source"] == "sample_sheet"
+
+
+def test_info_on_unopenable_slide_is_one_line(slides_dir):
+    proc = hwsi("info", slides_dir / "unopenable.tiff")
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and "OpenSlide cannot open" in errors[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_tile_command(cmu_slide, tmp_path):
+    proc = hwsi("tile", cmu_slide, "--out", tmp_path, "--region-size", "4")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "tiles" / "CMU-1-Small-Region.zarr" / "zarr.json").is_file()
+    assert (tmp_path / "qc" / "tiling" / "CMU-1-Small-Region.png").is_file()
+
+
+def test_check_config_names_bad_key(tmp_path):
+    (tmp_path / "s.csv").write_text("slide_id,path\na,a.svs\n")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"samples: {tmp_path / 's.csv'}\noutdir: out\npatch_sise: 3\n")
+    proc = hwsi("check-config", cfg)
+    assert proc.returncode == 1 and "patch_sise" in proc.stderr

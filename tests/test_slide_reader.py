@@ -1,0 +1,97 @@
+import pickle
+
+import numpy as np
+import openslide
+import pytest
+
+from hwsi_model.errors import MissingMppError, SlideOpenError, SlideReadError
+from hwsi_model.slide.reader import open_slide
+
+
+def test_cmu_metadata(cmu_slide):
+    with open_slide(cmu_slide) as r:
+        assert r.vendor == "aperio"
+        assert r.dimensions == (2220, 2967)
+        assert r.mpp == pytest.approx(0.499)
+        assert r.mpp_info.source == "openslide.mpp-x/y"
+        info = r.info()
+    assert info["levels"][0]["dimensions"] == [2220, 2967]
+    assert info["size_um"][0] == pytest.approx(2220 * 0.499, abs=0.1)
+
+
+def test_sample_sheet_override_wins(cmu_slide):
+    with open_slide(cmu_slide, mpp_override=0.25) as r:
+        assert r.mpp == 0.25 and r.mpp_info.source == "sample_sheet"
+
+
+def test_level0_read_matches_openslide(cmu_slide):
+    with open_slide(cmu_slide) as r:
+        ours = r.read_box(512, 768, 256, 256, 256, 256)
+    ref = np.asarray(openslide.OpenSlide(str(cmu_slide)).read_region((512, 768), 0, (256, 256)))
+    np.testing.assert_array_equal(ours, ref[..., :3])
+
+
+def test_read_at_coarser_mpp_and_thumbnail(cmu_slide):
+    with open_slide(cmu_slide) as r:
+        patch = r.read_region_at_mpp(0, 0, 128, 64, mpp=1.0)
+        thumb = r.thumbnail_at_mpp(8.0)
+    assert patch.shape == (64, 128, 3) and patch.dtype == np.uint8
+    assert thumb.shape == (round(2967 * 0.499 / 8), round(2220 * 0.499 / 8), 3)
+
+
+def test_outside_the_image_is_white(cmu_slide):
+    with open_slide(cmu_slide) as r:
+        out = r.read_box(2220 + 10, 0, 32, 32, 32, 32)
+    assert (out == 255).all()
+
+
+def test_unopenable_slide_fails_clearly(slides_dir):
+    with pytest.raises(SlideOpenError) as exc:
+        open_slide(slides_dir / "unopenable.tiff", slide_id="bad")
+    msg = str(exc.value)
+    assert "slide 'bad'" in msg and "OpenSlide cannot open" in msg and "\n" not in msg
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(SlideOpenError, match="file not found"):
+        open_slide(tmp_path / "gone.svs")
+
+
+def test_unreadable_slide_fails_on_read(slides_dir):
+    with (
+        open_slide(slides_dir / "unreadable.svs", slide_id="u") as r,
+        pytest.raises(SlideReadError, match="slide 'u': cannot read pixel data"),
+    ):
+        r.thumbnail_at_mpp(1.0)
+
+
+def test_placeholder_resolution_counts_as_missing(slides_dir):
+    # boxes.tiff carries 72 dpi (352.8 um/px), the default of image editors, not a scan resolution.
+    with pytest.raises(MissingMppError) as exc:
+        open_slide(slides_dir / "boxes.tiff", slide_id="boxes")
+    assert "slide 'boxes'" in str(exc.value) and "'mpp' column" in str(exc.value)
+    with open_slide(slides_dir / "boxes.tiff", mpp_override=0.5) as r:
+        assert r.level_count == 4 and r.mpp == 0.5
+
+
+def test_no_resolution_tags(make_slide):
+    path = make_slide("notags", 600, 400, mpp=None)
+    with pytest.raises(MissingMppError, match="no resolution"):
+        open_slide(path)
+
+
+def test_dicom_and_generic_tiff(slides_dir, make_slide):
+    with open_slide(slides_dir / "boxes_0.dcm") as r:
+        assert r.vendor == "dicom" and r.mpp == pytest.approx(0.499)
+    with open_slide(make_slide("q", 1200, 900, mpp=0.25)) as r:
+        assert r.vendor == "generic-tiff" and r.mpp == pytest.approx(0.25)
+        assert r.level_count >= 2
+        # 256 px at 0.5 um/px from a 0.25 um/px slide: a 512 px level-0 box, read from level 1.
+        assert r.best_level(2.0) == 1
+        patch = r.read_region_at_mpp(0, 0, 256, 256, mpp=0.5)
+        assert patch.shape == (256, 256, 3)
+
+
+def test_reader_is_not_picklable(cmu_slide):
+    with open_slide(cmu_slide) as r, pytest.raises(TypeError, match="per worker"):
+        pickle.dumps(r)

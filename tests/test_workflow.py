@@ -1,0 +1,131 @@
+"""The Snakemake workflow end to end on small cohorts (real and synthetic slides)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.workflow
+
+
+def snakemake(workdir: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
+    cmd = [
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(workdir / "config.yaml"),
+        *args,
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+
+
+def planned_jobs(output: str) -> list[tuple[str, str | None]]:
+    """(rule, slide wildcard) of every job in a dry run's output."""
+    jobs: list[tuple[str, str | None]] = []
+    for line in output.splitlines():
+        m = re.match(r"^(?:local)?rule (\w+):", line.strip())
+        if m:
+            jobs.append((m.group(1), None))
+            continue
+        m = re.match(r"^wildcards: .*?\bslide=([^,\s]+)", line.strip())
+        if m and jobs:
+            jobs[-1] = (jobs[-1][0], m.group(1))
+    return jobs
+
+
+def write_cohort(workdir: Path, rows: list[str], **config) -> None:
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "samples.csv").write_text("slide_id,path,mpp\n" + "\n".join(rows) + "\n")
+    lines = ["samples: samples.csv", "outdir: out", "region_size: 4"]
+    lines += [f"{k}: {v}" for k, v in config.items()]
+    (workdir / "config.yaml").write_text("\n".join(lines) + "\n")
+
+
+def test_lint_is_clean(tmp_path, cmu_slide, venv_path_env):
+    write_cohort(tmp_path, [f"cmu,{cmu_slide},"])
+    proc = snakemake(tmp_path, venv_path_env, "--lint")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Lints for" not in proc.stdout + proc.stderr
+    assert "your workflow is in a good condition" in proc.stdout + proc.stderr
+
+
+def test_unknown_config_key_is_named(tmp_path, cmu_slide, venv_path_env):
+    write_cohort(tmp_path, [f"cmu,{cmu_slide},"], tisue="{}")
+    proc = snakemake(tmp_path, venv_path_env, "-n")
+    assert proc.returncode != 0
+    assert "tisue" in proc.stdout + proc.stderr
+
+
+def test_bad_slide_id_in_sheet_stops_the_plan(tmp_path, cmu_slide, venv_path_env):
+    write_cohort(tmp_path, [f"../cmu,{cmu_slide},"])
+    proc = snakemake(tmp_path, venv_path_env, "-n")
+    assert proc.returncode != 0
+    assert "slide_id" in proc.stdout + proc.stderr
+
+
+def test_cohort_with_broken_slides_then_incremental(
+    tmp_path, slides_dir, make_slide, venv_path_env
+):
+    work = tmp_path / "wf"
+    quarter = make_slide("quarter", 2048, 2048, mpp=0.25)
+    good = [
+        f"cmu,{slides_dir / 'CMU-1-Small-Region.svs'},",
+        f"quarter,{quarter},",
+        f"boxes_mpp,{slides_dir / 'boxes.tiff'},0.5",
+    ]
+    bad = {
+        "unreadable": (f"unreadable,{slides_dir / 'unreadable.svs'},", "cannot read pixel data"),
+        "unopenable": (f"unopenable,{slides_dir / 'unopenable.tiff'},", "OpenSlide cannot open"),
+        "nompp": (f"nompp,{slides_dir / 'boxes.tiff'},", "add an 'mpp' column"),
+    }
+    write_cohort(work, good + [row for row, _ in bad.values()])
+    proc = snakemake(work, venv_path_env, "--cores", "2", "--keep-going")
+    assert proc.returncode != 0  # some slides failed ...
+    out = work / "out"
+    for sid in ("cmu", "quarter", "boxes_mpp"):  # ... and the rest of the cohort completed
+        assert (out / "tiles" / f"{sid}.zarr" / "zarr.json").is_file(), proc.stderr[-3000:]
+        assert (out / "qc" / "tiling" / f"{sid}.png").is_file()
+    for sid, (_, reason) in bad.items():
+        assert not (out / "tissue" / sid).exists()
+        assert not (out / "tiles" / f"{sid}.zarr").exists()
+        errors = [
+            ln
+            for ln in (out / "logs" / "tissue" / f"{sid}.log").read_text().splitlines()
+            if " ERROR " in ln
+        ]
+        assert len(errors) == 1 and f"slide '{sid}'" in errors[0] and reason in errors[0]
+    assert not (out / "tiles" / "summary.tsv").exists()  # the aggregate waits for all slides
+
+    # Drop the broken slides: only the aggregate step runs.
+    write_cohort(work, good)
+    proc = snakemake(work, venv_path_env, "--cores", "2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = (out / "tiles" / "summary.tsv").read_text()
+    assert "quarter" in summary and "\t512\t" in summary
+    proc = snakemake(work, venv_path_env, "-n")
+    assert [r for r, _ in planned_jobs(proc.stdout)] in ([], ["all"]), proc.stdout
+
+    # Add one slide: the plan holds that slide's jobs and the aggregates, nothing else.
+    extra = work / "extra.tiff"
+    shutil.copy(quarter, extra)
+    write_cohort(work, [*good, f"extra,{extra},"])
+    proc = snakemake(work, venv_path_env, "-n")
+    assert proc.returncode == 0, proc.stderr
+    jobs = planned_jobs(proc.stdout)
+    per_slide = {(r, s) for r, s in jobs if s is not None}
+    assert per_slide == {("tissue", "extra"), ("tiles", "extra")}
+    assert {r for r, s in jobs if s is None} <= {"tiling_summary", "all"}
+
+    # A parameter that changes the grid re-runs the tiles, not the tissue masks.
+    write_cohort(work, good, patch_size=128)
+    proc = snakemake(work, venv_path_env, "-n")
+    rules = {r for r, _ in planned_jobs(proc.stdout)}
+    assert "tiles" in rules and "tissue" not in rules
