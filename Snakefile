@@ -1,7 +1,7 @@
 # hwsi: hierarchical whole-slide-image pipeline (MLLM-HWSI).
 #   snakemake --cores N                        # config.yaml (the demo cohort by default)
 #   snakemake --cores N --configfile my.yaml   # your cohort
-# Steps per slide: tissue detection -> patch/region grid. See README.md for outputs.
+# Steps per slide: tissue detection -> patch/region grid -> nuclei. See README.md for outputs.
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
@@ -16,6 +16,7 @@ validate(config, "hwsi_model/schemas/config.schema.yaml")
 include: "rules/common.smk"
 include: "rules/tissue.smk"
 include: "rules/tiling.smk"
+include: "rules/cells.smk"
 
 
 rule all:

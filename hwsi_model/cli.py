@@ -4,6 +4,7 @@ Sub-commands:
     hwsi info SLIDE                 vendor, levels, dimensions, mpp and where it came from
     hwsi demo-cohort OUTDIR         write the synthetic demo cohort (slides, sheet, reports, VQA)
     hwsi tile SLIDE --out DIR       tissue detection + patch/region grid for one slide
+    hwsi segment INPUT --out DIR    StarDist nuclei of an image or slide region (GeoJSON, CSV)
     hwsi check-config CONFIG        validate a workflow config against the schema
 """
 
@@ -16,6 +17,7 @@ import sys
 from pathlib import Path
 
 from hwsi_model import __version__
+from hwsi_model.errors import HwsiError
 from hwsi_model.logs import run_reporting_errors
 
 log = logging.getLogger("hwsi")
@@ -78,6 +80,29 @@ def _cmd_tile(args: argparse.Namespace) -> None:
     )
 
 
+def _cmd_segment(args: argparse.Namespace) -> None:
+    from hwsi_model.cells.adhoc import segment_input
+    from hwsi_model.cells.model_registry import load_stardist
+
+    region = None
+    if args.region:
+        parts = args.region.split(",")
+        if len(parts) != 4 or not all(p.strip().lstrip("-").isdigit() for p in parts):
+            raise HwsiError(f"--region must be x,y,w,h in level-0 px, got {args.region!r}")
+        region = tuple(int(v) for v in parts)
+    model, _ = load_stardist(args.model, allow_download=args.allow_download)
+    segment_input(
+        args.input,
+        args.out,
+        model,
+        args.model_mpp,
+        mpp=args.mpp,
+        region=region,
+        prob_thresh=args.prob_thresh,
+        nms_thresh=args.nms_thresh,
+    )
+
+
 def _cmd_check_config(args: argparse.Namespace) -> None:
     from hwsi_model.config import load_config
     from hwsi_model.samples import read_sample_sheet
@@ -113,6 +138,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patch-size", type=int, default=256)
     p.add_argument("--region-size", type=int, default=16, help="region side in patches")
     p.set_defaults(func=_cmd_tile)
+
+    p = sub.add_parser("segment", help="StarDist nuclei of an image or a slide region")
+    p.add_argument("input", help="image (PNG/JPEG/TIFF, with --mpp) or slide (with --region)")
+    p.add_argument("--out", required=True, help="output folder (GeoJSON for QuPath + CSV)")
+    p.add_argument("--mpp", type=float, help="um/px of the image (or override of the slide's)")
+    p.add_argument("--region", help="x,y,w,h in level-0 px of the slide")
+    p.add_argument("--model", default="2D_versatile_he", help="pretrained name or model folder")
+    p.add_argument("--model-mpp", type=float, default=0.25, help="um/px the model expects")
+    p.add_argument("--prob-thresh", type=float)
+    p.add_argument("--nms-thresh", type=float)
+    p.add_argument("--allow-download", action="store_true")
+    p.set_defaults(func=_cmd_segment)
 
     p = sub.add_parser("check-config", help="validate a workflow config and its sample sheet")
     p.add_argument("config")

@@ -21,6 +21,19 @@ TILES_HASH = config_hash(
     }
 )
 
+CELLS = config["cells"]
+# "demo": a StarDist model trained by the workflow on the demo cohort's masks.
+CELLS_MODEL = (
+    f"{OUTDIR}/models/stardist_demo" if CELLS["model"] == "demo" else CELLS["model"]
+)
+CELLS_TRAIN_SAMPLES = CELLS["training"]["samples"] or config["samples"]
+# What the cell table depends on (besides the model and the tiles).
+CELLS_PARAMS = {
+    k: CELLS[k]
+    for k in ("mpp", "patches", "context_um", "block", "prob_thresh", "nms_thresh")
+}
+CELLS_HASH = config_hash({"model": CELLS["model"], **CELLS_PARAMS})
+
 
 wildcard_constraints:
     slide=r"[A-Za-z0-9][A-Za-z0-9._-]*",
@@ -35,8 +48,22 @@ def slide_mpp_override(wildcards):
     return SAMPLES[wildcards.slide].mpp or 0
 
 
+def segment_inputs(wildcards):
+    """Slide, tiles, the patch list (selected mode) and a workflow-trained model."""
+    inputs = {
+        "slide": slide_path(wildcards),
+        "tiles": f"{OUTDIR}/tiles/{wildcards.slide}.zarr",
+    }
+    if CELLS["patches"] == "selected":
+        inputs["patch_list"] = f"{OUTDIR}/patch_lists/{wildcards.slide}.csv"
+    if CELLS["model"] == "demo":
+        inputs["model"] = CELLS_MODEL
+    return inputs
+
+
 def all_outputs():
     return [
+        *expand(f"{OUTDIR}/cells/{{slide}}.zarr", slide=SAMPLES),
         *expand(f"{OUTDIR}/tiles/{{slide}}.zarr", slide=SAMPLES),
         *expand(f"{OUTDIR}/qc/tiling/{{slide}}.png", slide=SAMPLES),
         f"{OUTDIR}/tiles/summary.tsv",

@@ -72,3 +72,26 @@ def venv_path_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     return env
+
+
+@pytest.fixture(scope="session")
+def cohort(tmp_path_factory) -> Path:
+    """A small synthetic demo cohort (6 slides, 0.5 and 0.25 um/px, ground-truth masks)."""
+    from hwsi_model.demo import generate_demo_cohort
+
+    out = tmp_path_factory.mktemp("cohort")
+    generate_demo_cohort(out, n_slides=6, seed=3, scale=0.6, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained(cohort, tmp_path_factory):
+    """A small StarDist2D really trained on the cohort's masks (1-2 minutes on 2 cores)."""
+    from hwsi_model.cells.train import TrainParams, train_stardist
+
+    out = tmp_path_factory.mktemp("models") / "stardist"
+    params = TrainParams(epochs=16, steps_per_epoch=30)
+    metrics = train_stardist(
+        cohort / "nuclei_gt" / "index.csv", cohort / "samples.csv", out, params
+    )
+    return out, metrics

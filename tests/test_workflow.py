@@ -13,16 +13,20 @@ REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.workflow
 
 
+SUMMARY = "out/tiles/summary.tsv"  # target of the tiling-only runs (no StarDist model needed)
+
+
 def snakemake(workdir: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
+    # Targets and options first: --configfile takes several values.
     cmd = [
         "snakemake",
+        *args,
         "-s",
         str(REPO / "Snakefile"),
         "--directory",
         str(workdir),
         "--configfile",
         str(workdir / "config.yaml"),
-        *args,
     ]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
 
@@ -41,12 +45,12 @@ def planned_jobs(output: str) -> list[tuple[str, str | None]]:
     return jobs
 
 
-def write_cohort(workdir: Path, rows: list[str], **config) -> None:
+def write_cohort(workdir: Path, rows: list[str], extra_yaml: str = "", **config) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "samples.csv").write_text("slide_id,path,mpp\n" + "\n".join(rows) + "\n")
     lines = ["samples: samples.csv", "outdir: out", "region_size: 4"]
     lines += [f"{k}: {v}" for k, v in config.items()]
-    (workdir / "config.yaml").write_text("\n".join(lines) + "\n")
+    (workdir / "config.yaml").write_text("\n".join(lines) + "\n" + extra_yaml)
 
 
 def test_lint_is_clean(tmp_path, cmu_slide, venv_path_env):
@@ -87,7 +91,7 @@ def test_cohort_with_broken_slides_then_incremental(
         "nompp": (f"nompp,{slides_dir / 'boxes.tiff'},", "add an 'mpp' column"),
     }
     write_cohort(work, good + [row for row, _ in bad.values()])
-    proc = snakemake(work, venv_path_env, "--cores", "2", "--keep-going")
+    proc = snakemake(work, venv_path_env, SUMMARY, "--cores", "2", "--keep-going")
     assert proc.returncode != 0  # some slides failed ...
     out = work / "out"
     for sid in ("cmu", "quarter", "boxes_mpp"):  # ... and the rest of the cohort completed
@@ -106,26 +110,54 @@ def test_cohort_with_broken_slides_then_incremental(
 
     # Drop the broken slides: only the aggregate step runs.
     write_cohort(work, good)
-    proc = snakemake(work, venv_path_env, "--cores", "2")
+    proc = snakemake(work, venv_path_env, SUMMARY, "--cores", "2")
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = (out / "tiles" / "summary.tsv").read_text()
     assert "quarter" in summary and "\t512\t" in summary
-    proc = snakemake(work, venv_path_env, "-n")
-    assert [r for r, _ in planned_jobs(proc.stdout)] in ([], ["all"]), proc.stdout
+    proc = snakemake(work, venv_path_env, SUMMARY, "-n")
+    assert planned_jobs(proc.stdout) == [], proc.stdout
 
     # Add one slide: the plan holds that slide's jobs and the aggregates, nothing else.
     extra = work / "extra.tiff"
     shutil.copy(quarter, extra)
     write_cohort(work, [*good, f"extra,{extra},"])
-    proc = snakemake(work, venv_path_env, "-n")
+    proc = snakemake(work, venv_path_env, SUMMARY, "-n")
     assert proc.returncode == 0, proc.stderr
     jobs = planned_jobs(proc.stdout)
     per_slide = {(r, s) for r, s in jobs if s is not None}
     assert per_slide == {("tissue", "extra"), ("tiles", "extra")}
-    assert {r for r, s in jobs if s is None} <= {"tiling_summary", "all"}
+    assert {r for r, s in jobs if s is None} == {"tiling_summary"}
 
     # A parameter that changes the grid re-runs the tiles, not the tissue masks.
     write_cohort(work, good, patch_size=128)
-    proc = snakemake(work, venv_path_env, "-n")
+    proc = snakemake(work, venv_path_env, SUMMARY, "-n")
     rules = {r for r, _ in planned_jobs(proc.stdout)}
     assert "tiles" in rules and "tissue" not in rules
+
+
+def test_cells_workflow_and_new_slides(tmp_path, cohort, trained, venv_path_env):
+    """Tissue -> tiles -> patch list -> StarDist on two demo slides, then a third is added."""
+    import pandas as pd
+
+    sheet = pd.read_csv(cohort / "samples.csv")
+    rows = [f"{s},{cohort / p}," for s, p in zip(sheet.slide_id, sheet.path, strict=True)]
+    cells = f"cells:\n  model: {trained[0]}\n  mpp: 0.5\n  per_region: 2\n"
+    work = tmp_path / "wf"
+    write_cohort(work, rows[:2], extra_yaml=cells)
+    proc = snakemake(work, venv_path_env, "--cores", "2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = work / "out"
+    for sid in sheet.slide_id[:2]:
+        assert (out / "cells" / f"{sid}.zarr" / "zarr.json").is_file()
+        assert (out / "cells" / f"{sid}.geojson").is_file()
+        assert (out / "qc" / "cells" / f"{sid}.png").is_file()
+    write_cohort(work, rows[:3], extra_yaml=cells)
+    jobs = planned_jobs(snakemake(work, venv_path_env, "-n").stdout)
+    new = sheet.slide_id[2]
+    assert {(r, s) for r, s in jobs if s is not None} == {
+        ("tissue", new),
+        ("tiles", new),
+        ("patch_list", new),
+        ("segment_cells", new),
+    }
+    assert {r for r, s in jobs if s is None} == {"tiling_summary", "all"}

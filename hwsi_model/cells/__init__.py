@@ -1,0 +1,1 @@
+"""Cell scale: StarDist nucleus segmentation, per-cell features, cell tables and exports."""
