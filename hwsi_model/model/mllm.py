@@ -1,0 +1,562 @@
+"""The MLLM-HWSI model: the visual hierarchy + a Hugging Face causal LM (+ a text encoder).
+
+One :class:`HWSIModel` serves all three stages:
+
+- stage 1 (:meth:`HWSIModel.alignment_losses`): L_HC + L_CS between the visual scales in the
+  alignment space and the report's text views from the text encoder; no LLM needed.
+- stages 2-3 (:meth:`HWSIModel.forward`): the projected per-scale token groups (WSI, regions,
+  selected patches, cellular tokens), each with its scale-type embedding, replace the placeholder
+  (``<image>``) of a chat-template prompt; L_LM on the answer tokens, plus (when text views are
+  given) L_HC + L_CS in the LLM's hidden size against the LLM's own token embeddings of the views,
+  so the auxiliary losses train the LLM projectors even with a frozen LLM.
+
+The LLM and text encoder load from local folders only. :meth:`HWSIModel.save_pretrained` writes
+one folder: ``config.json``, ``model.safetensors`` (all non-LLM weights), the LoRA adapter when
+LoRA is used, and optionally the full LLM.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from hwsi_model.atomic import atomic_output
+from hwsi_model.model.batch import SlideBatch
+from hwsi_model.model.config import SCALES, HWSIConfig
+from hwsi_model.model.hierarchy import HierarchicalVisualEncoder, UnitEmbeddings, VisualOutput
+from hwsi_model.model.losses import (
+    HierarchicalContrastiveLoss,
+    causal_lm_loss,
+    combine_losses,
+    cross_scale_consistency,
+)
+from hwsi_model.model.resampler import Resampler
+from hwsi_model.model.text_encoder import TextEncoder, encode_views
+from hwsi_model.model.text_views import TextViews
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+LORA_DIR = "lora_adapter"
+LLM_DIR = "llm"
+IGNORE_INDEX = -100
+
+
+@dataclass
+class HWSIOutput:
+    """Losses (scalars, ``None`` when not computed) and, for LLM passes, logits and labels.
+
+    ``logits [B, T, V]``, ``labels [B, T]`` and ``attention_mask [B, T]`` are those of the
+    spliced sequence (text + visual tokens); ``hc_parts`` holds L_HC per scale.
+    """
+
+    loss: Tensor
+    lm_loss: Tensor | None = None
+    hc_loss: Tensor | None = None
+    cs_loss: Tensor | None = None
+    hc_parts: dict[str, Tensor] | None = None
+    logits: Tensor | None = None
+    labels: Tensor | None = None
+    attention_mask: Tensor | None = None
+
+
+def plan_visual_tokens(
+    region_mask: Tensor, patch_mask: Tensor, scales: Sequence[str], cap: int
+) -> tuple[Tensor, Tensor]:
+    """Which regions and selected-patch slots of one slide become LLM tokens under ``cap``.
+
+    Args:
+        region_mask: ``[R] bool``; patch_mask: ``[R, K] bool`` (slots in ``selected`` order,
+            i.e. by relevance rank within each region).
+        scales: the groups sent (the WSI group is one token).
+        cap: maximum number of visual tokens.
+
+    Returns:
+        ``(regions, slots)``: int64 indices of the kept regions (into R) and kept slots (into
+        ``R * K``, shared by the patch and cell groups), in ascending order. When everything fits,
+        all are kept; otherwise regions get at least a third of the budget (evenly spaced over the
+        slide) and slots are taken rank by rank across regions (every region's best patch first).
+    """
+    R, K = patch_mask.shape
+    regions = region_mask.nonzero().flatten()
+    slots = patch_mask.flatten().nonzero().flatten()
+    n_slot_groups = sum(s in scales for s in ("patch", "cell"))
+    if "region" not in scales:
+        regions = regions[:0]
+    if n_slot_groups == 0:
+        slots = slots[:0]
+    budget = cap - int("wsi" in scales)
+    n_r, n_s = len(regions), len(slots)
+    if n_r + n_slot_groups * n_s <= budget:
+        return regions, slots
+    keep_r = min(n_r, budget // 3) if n_slot_groups else min(n_r, budget)
+    keep_s = min(n_s, (budget - keep_r) // n_slot_groups) if n_slot_groups else 0
+    keep_r = min(n_r, budget - n_slot_groups * keep_s)
+    if keep_r > 0:
+        pick = torch.linspace(0, n_r - 1, keep_r).round().long()
+        regions = regions[pick]
+    else:
+        regions = regions[:0]
+    rank_major = (slots % K) * R + slots // K
+    slots = slots[torch.argsort(rank_major)[:keep_s]].sort().values
+    return regions, slots
+
+
+class HWSIModel(nn.Module):
+    """Visual hierarchy + (optional) causal LM + (optional) text encoder.
+
+    Args:
+        config: the model configuration; ``visual.projector.llm_hidden_size`` and ``text_dim``
+            are filled in from ``llm`` and ``text_encoder`` when left ``None``.
+        llm: a Hugging Face causal LM (or ``None`` for stage 1 only).
+        tokenizer: its tokenizer (required with ``llm``).
+        text_encoder: a :class:`TextEncoder` for stage 1 and the evidence maps.
+    """
+
+    def __init__(
+        self,
+        config: HWSIConfig,
+        llm: nn.Module | None = None,
+        tokenizer=None,
+        text_encoder: TextEncoder | None = None,
+    ):
+        super().__init__()
+        self.config = config
+        pc = config.visual.projector
+        if llm is not None:
+            if tokenizer is None:
+                raise ValueError("an LLM needs its tokenizer")
+            hidden = int(llm.config.get_text_config().hidden_size)
+            if pc.llm_hidden_size is None:
+                pc.llm_hidden_size = hidden
+            elif pc.llm_hidden_size != hidden:
+                raise ValueError(f"llm_hidden_size {pc.llm_hidden_size} != LLM width {hidden}")
+        if text_encoder is not None:
+            if pc.text_dim is None:
+                pc.text_dim = text_encoder.hidden_size
+            elif pc.text_dim != text_encoder.hidden_size:
+                raise ValueError(f"text_dim {pc.text_dim} != encoder {text_encoder.hidden_size}")
+        self.visual = HierarchicalVisualEncoder(config.visual)
+        self.hc_align = HierarchicalContrastiveLoss(config.loss)  # stage 1 temperatures
+        self.hc_llm = HierarchicalContrastiveLoss(config.loss)  # stages 2-3 temperatures
+        self.resamplers: nn.ModuleDict | None = None
+        if config.resampler is not None and pc.llm_hidden_size:
+            self.resamplers = nn.ModuleDict(
+                {
+                    s: Resampler(config.resampler, pc.llm_hidden_size)
+                    for s in config.llm_scales
+                    if s != "wsi"
+                }
+            )
+        self.llm = llm
+        self.tokenizer = tokenizer
+        self.text_encoder = text_encoder
+        self.placeholder_id: int | None = None
+        if tokenizer is not None:
+            self._prepare_tokenizer()
+
+    # -- construction ----------------------------------------------------------------------
+
+    @classmethod
+    def from_config(cls, config: HWSIConfig, apply_lora: bool = True) -> HWSIModel:
+        """Build a fresh model, loading the LLM and text encoder from the configured folders."""
+        llm = tokenizer = text_encoder = None
+        if config.llm_path:
+            llm, tokenizer = load_llm(config.llm_path, config.llm_dtype)
+        if config.text_encoder_path:
+            text_encoder = TextEncoder(
+                config.text_encoder_path, config.text_pooling, config.text_max_length
+            )
+        model = cls(config, llm, tokenizer, text_encoder)
+        if apply_lora and config.lora is not None and llm is not None:
+            model.apply_lora()
+        return model
+
+    def _prepare_tokenizer(self) -> None:
+        from transformers import AddedToken
+
+        tok, ph = self.tokenizer, self.config.placeholder
+        if ph not in tok.get_vocab():
+            tok.add_tokens([AddedToken(ph, special=True, normalized=False)], special_tokens=True)
+        self.placeholder_id = int(tok.convert_tokens_to_ids(ph))
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+
+    def apply_lora(self) -> None:
+        """Wrap the LLM with LoRA adapters (``config.lora``); needs ``peft``."""
+        try:
+            from peft import LoraConfig, get_peft_model
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ImportError("LoRA needs the 'peft' package: pip install peft") from exc
+        if self.llm is None:
+            raise RuntimeError("no LLM to apply LoRA to")
+        s = self.config.lora
+        if s is None:
+            raise ValueError("config.lora is not set")
+        lora = LoraConfig(
+            r=s.r,
+            lora_alpha=s.alpha,
+            lora_dropout=s.dropout,
+            target_modules=list(s.target_modules),
+            task_type="CAUSAL_LM",
+        )
+        self.llm = get_peft_model(self.llm, lora)
+
+    @property
+    def is_lora(self) -> bool:
+        return self.llm is not None and hasattr(self.llm, "peft_config")
+
+    # -- prompts ---------------------------------------------------------------------------
+
+    def format_prompt(self, question: str) -> str:
+        """Chat-template prompt with the placeholder before the question, ready for the answer."""
+        content = f"{self.config.placeholder}\n{question}"
+        messages = []
+        if self.config.system_prompt:
+            messages.append({"role": "system", "content": self.config.system_prompt})
+        messages.append({"role": "user", "content": content})
+        if getattr(self.tokenizer, "chat_template", None):
+            return self.tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=True
+            )
+        return f"USER: {content}\nASSISTANT: "
+
+    def tokenize(
+        self, questions: Sequence[str], answers: Sequence[str] | None = None
+    ) -> dict[str, Tensor]:
+        """Tokenise prompts (and answers) into right-padded ``[B, T]`` tensors.
+
+        Returns ``input_ids``, ``attention_mask`` and, with answers, ``labels``: the answer ids
+        plus EOS, -100 on the prompt and padding.
+        """
+        tok = self._require_llm()
+        rows, labels = [], []
+        for i, q in enumerate(questions):
+            ids = tok(self.format_prompt(q), add_special_tokens=False)["input_ids"]
+            if ids.count(self.placeholder_id) != 1:
+                raise ValueError(f"prompt {i} must contain the placeholder exactly once")
+            lab = [IGNORE_INDEX] * len(ids)
+            if answers is not None:
+                ans = tok(answers[i], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+                ids, lab = ids + ans, lab + ans
+            rows.append(ids)
+            labels.append(lab)
+        T = max(len(r) for r in rows)
+        pad = tok.pad_token_id
+        out = {
+            "input_ids": torch.tensor([r + [pad] * (T - len(r)) for r in rows]),
+            "attention_mask": torch.tensor([[1] * len(r) + [0] * (T - len(r)) for r in rows]),
+        }
+        if answers is not None:
+            out["labels"] = torch.tensor([x + [IGNORE_INDEX] * (T - len(x)) for x in labels])
+        return out
+
+    def _require_llm(self):
+        if self.llm is None or self.tokenizer is None:
+            raise RuntimeError("this model has no LLM (set config.llm_path)")
+        return self.tokenizer
+
+    # -- visual tokens for the LLM ---------------------------------------------------------
+
+    def visual_tokens(self, out: VisualOutput) -> list[Tensor]:
+        """Per slide, the LLM-space visual tokens ``[V_b, H_llm]`` in group order
+        (``config.llm_scales``: WSI, regions, selected patches, cellular tokens by default), each
+        group with its scale-type embedding, at most ``config.max_visual_tokens`` per slide.
+        """
+        scales = self.config.llm_scales
+        groups = self.visual.to_llm(out, list(scales), add_scale_embedding=False)
+        emb_table = self.visual.llm_projectors.scale_embedding
+        B = out.wsi_token.shape[0]
+        if self.resamplers is not None:
+            pieces = []
+            for s in scales:
+                g = groups[s].emb
+                if s != "wsi":
+                    g = self.resamplers[s](g, groups[s].mask)
+                if emb_table is not None:
+                    g = g + emb_table[SCALES.index(s)].to(g.dtype)
+                pieces.append(g)
+            merged = torch.cat(pieces, dim=1)
+            return [merged[b] for b in range(B)]
+        if emb_table is not None:
+            groups = {
+                s: UnitEmbeddings(g.emb + emb_table[SCALES.index(s)].to(g.emb.dtype), g.mask)
+                for s, g in groups.items()
+            }
+        result = []
+        for b in range(B):
+            regions, slots = plan_visual_tokens(
+                out.region_mask[b], out.patch_mask[b], scales, self.config.max_visual_tokens
+            )
+            pieces = []
+            for s in scales:
+                if s == "wsi":
+                    pieces.append(groups[s].emb[b])
+                elif s == "region":
+                    pieces.append(groups[s].emb[b, regions])
+                else:
+                    pieces.append(groups[s].emb[b, slots])
+            result.append(torch.cat(pieces))
+        return result
+
+    def build_inputs(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        visual: list[Tensor],
+        labels: Tensor | None = None,
+        padding_side: str = "right",
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Splice each slide's visual tokens in at its placeholder.
+
+        Args:
+            input_ids, attention_mask: ``[B, T]`` (either padding side).
+            visual: per slide ``[V_b, H]``.
+            labels: ``[B, T]`` or ``None``; visual positions get -100.
+            padding_side: padding of the result (``"left"`` for generation).
+
+        Returns:
+            ``inputs_embeds [B, T', H]`` (LLM dtype), ``attention_mask [B, T'] int64``, labels.
+        """
+        embed = self.llm.get_input_embeddings()
+        is_ph = input_ids == self.placeholder_id
+        text = embed(input_ids.masked_fill(is_ph, self.tokenizer.pad_token_id))
+        seqs, labs = [], []
+        for b in range(input_ids.shape[0]):
+            keep = attention_mask[b].bool()
+            pos = is_ph[b][keep].nonzero().flatten()
+            if len(pos) != 1:
+                raise ValueError(f"sequence {b} must contain the placeholder exactly once")
+            p = int(pos[0])
+            t = text[b][keep]
+            v = visual[b].to(t.dtype)
+            seqs.append(torch.cat([t[:p], v, t[p + 1 :]]))
+            if labels is not None:
+                lb = labels[b][keep]
+                fill = lb.new_full((len(v),), IGNORE_INDEX)
+                labs.append(torch.cat([lb[:p], fill, lb[p + 1 :]]))
+        T = max(len(s) for s in seqs)
+        H = text.shape[-1]
+        embeds = text.new_zeros(len(seqs), T, H)
+        mask = torch.zeros(len(seqs), T, dtype=torch.long, device=text.device)
+        out_labels = None
+        if labels is not None:
+            out_labels = torch.full((len(seqs), T), IGNORE_INDEX, device=labels.device)
+        for b, s in enumerate(seqs):
+            sl = slice(0, len(s)) if padding_side == "right" else slice(T - len(s), T)
+            embeds[b, sl] = s
+            mask[b, sl] = 1
+            if out_labels is not None:
+                out_labels[b, sl] = labs[b]
+        return embeds, mask, out_labels
+
+    # -- losses ----------------------------------------------------------------------------
+
+    def embed_text_views_llm(self, views: Sequence[TextViews]) -> dict[str, UnitEmbeddings]:
+        """Text views in the LLM's hidden size: mean of the LLM's input embeddings per text."""
+        tok = self._require_llm()
+        embed = self.llm.get_input_embeddings()
+
+        def encode(texts: list[str]) -> Tensor:
+            device = embed.weight.device
+            if not texts:
+                return embed.weight.new_zeros(0, embed.weight.shape[1]).float()
+            t = tok(texts, add_special_tokens=False, padding=True, return_tensors="pt").to(device)
+            m = t["attention_mask"][..., None].float()
+            return (embed(t["input_ids"]).float() * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+        return encode_views(encode, views)
+
+    def encode_text_views(self, views: Sequence[TextViews]) -> dict[str, UnitEmbeddings]:
+        """Text views through the text encoder: per scale raw ``[B, T, D_t]`` with masks."""
+        if self.text_encoder is None:
+            raise RuntimeError("no text encoder (set config.text_encoder_path)")
+        return self.text_encoder.encode_views(views)
+
+    def alignment_losses(
+        self,
+        batch: SlideBatch,
+        views: Sequence[TextViews] | None = None,
+        text: dict[str, UnitEmbeddings] | None = None,
+    ) -> HWSIOutput:
+        """Stage 1: L_HC + L_CS in the alignment space.
+
+        Give either ``views`` (encoded here by the text encoder) or ``text``: per scale raw
+        text-encoder embeddings ``[B, T, D_t]`` with masks (e.g. precomputed once per report).
+        """
+        if text is None:
+            if views is None:
+                raise ValueError("give views or text")
+            text = self.encode_text_views(views)
+        out = self.visual(batch)
+        vis = self.visual.align(out)
+        txt = {s: UnitEmbeddings(self.visual.embed_text(u.emb), u.mask) for s, u in text.items()}
+        hc, parts = self.hc_align(vis, txt)
+        cs = cross_scale_consistency(vis)
+        loss = combine_losses(self.config.loss, hc=hc, cs=cs)
+        return HWSIOutput(loss=loss, hc_loss=hc, cs_loss=cs, hc_parts=parts)
+
+    def forward(
+        self,
+        batch: SlideBatch,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        labels: Tensor | None = None,
+        views: Sequence[TextViews] | None = None,
+    ) -> HWSIOutput:
+        """Stages 2-3: the LLM pass with visual tokens; L_LM on the answer tokens.
+
+        Args:
+            batch: the slides.
+            input_ids, attention_mask, labels: from :meth:`tokenize` (``[B, T]``).
+            views: text views of the slides' reports; when given (and weighted), L_HC + L_CS are
+                added in the LLM hidden size.
+        """
+        self._require_llm()
+        out = self.visual(batch)
+        embeds, mask, labels = self.build_inputs(
+            input_ids, attention_mask, self.visual_tokens(out), labels
+        )
+        logits = self.llm(inputs_embeds=embeds, attention_mask=mask).logits
+        lm = causal_lm_loss(logits, labels) if labels is not None else None
+        hc = cs = None
+        parts = None
+        cfg = self.config.loss
+        if views is not None and (cfg.hc_weight or cfg.cs_weight):
+            vis = self.visual.to_llm(out, list(SCALES), add_scale_embedding=False)
+            vis = {s: UnitEmbeddings(F.normalize(u.emb, dim=-1), u.mask) for s, u in vis.items()}
+            txt = self.embed_text_views_llm(views)
+            txt = {s: UnitEmbeddings(F.normalize(u.emb, dim=-1), u.mask) for s, u in txt.items()}
+            hc, parts = self.hc_llm(vis, txt)
+            cs = cross_scale_consistency(vis)
+        if lm is None and hc is None:
+            raise ValueError("nothing to optimise: give labels or views")
+        loss = combine_losses(cfg, lm=lm, hc=hc, cs=cs)
+        return HWSIOutput(
+            loss=loss,
+            lm_loss=lm,
+            hc_loss=hc,
+            cs_loss=cs,
+            hc_parts=parts,
+            logits=logits,
+            labels=labels,
+            attention_mask=mask,
+        )
+
+    @torch.no_grad()
+    def generate(
+        self, batch: SlideBatch, questions: Sequence[str], max_new_tokens: int = 128, **kwargs
+    ) -> list[str]:
+        """Answer one question per slide; greedy by default (pass ``num_beams`` for beam search)."""
+        tok = self._require_llm()
+        enc = self.tokenize(questions)
+        out = self.visual(batch)
+        embeds, mask, _ = self.build_inputs(
+            enc["input_ids"], enc["attention_mask"], self.visual_tokens(out), padding_side="left"
+        )
+        kwargs.setdefault("do_sample", False)
+        ids = self.llm.generate(
+            inputs_embeds=embeds,
+            attention_mask=mask,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id,
+            **kwargs,
+        )
+        return tok.batch_decode(ids, skip_special_tokens=True)
+
+    # -- save / load -----------------------------------------------------------------------
+
+    def non_llm_state_dict(self) -> dict[str, Tensor]:
+        """All weights except the LLM's and the text encoder's (which load from their folders)."""
+        return {
+            k: v.detach().contiguous().cpu()
+            for k, v in self.state_dict().items()
+            if not k.startswith(("llm.", "text_encoder."))
+        }
+
+    def save_pretrained(self, directory: str | Path, save_llm: bool = False) -> None:
+        """Write the model folder (atomically): config, non-LLM weights, LoRA adapter, LLM.
+
+        With ``save_llm`` the LLM (fully fine-tuned, or with its LoRA adapters merged into a copy)
+        and its tokenizer are written to ``llm/`` and the config points there; otherwise the
+        config keeps ``llm_path`` (and the adapters go to ``lora_adapter/``).
+        """
+        config = copy.deepcopy(self.config)
+        with atomic_output(directory) as tmp:
+            tmp.mkdir(parents=True)
+            save_file(self.non_llm_state_dict(), str(tmp / WEIGHTS_NAME), {"format": "pt"})
+            if self.is_lora:
+                self.llm.save_pretrained(str(tmp / LORA_DIR))
+            if save_llm and self.llm is not None:
+                # Merge a copy, so that this model keeps its adapters (costs one LLM's memory).
+                llm = copy.deepcopy(self.llm).merge_and_unload() if self.is_lora else self.llm
+                llm.save_pretrained(str(tmp / LLM_DIR))
+                self.tokenizer.save_pretrained(str(tmp / LLM_DIR))
+                config.llm_path = LLM_DIR
+                config.lora = None
+            config.save(tmp / CONFIG_NAME)
+        log.info("saved HWSI model to %s", directory)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        directory: str | Path,
+        llm_path: str | None = None,
+        text_encoder_path: str | None = None,
+        load_llm: bool = True,
+        load_text_encoder: bool = True,
+    ) -> HWSIModel:
+        """Load a folder written by :meth:`save_pretrained`.
+
+        ``llm_path`` / ``text_encoder_path`` override the configured folders (relative paths in
+        the config are resolved against ``directory``).
+        """
+        d = Path(directory)
+        config = HWSIConfig.load(d / CONFIG_NAME)
+        config.llm_path = (llm_path or _resolve(config.llm_path, d)) if load_llm else None
+        if load_text_encoder:
+            config.text_encoder_path = text_encoder_path or _resolve(config.text_encoder_path, d)
+        else:
+            config.text_encoder_path = None
+        model = cls.from_config(config, apply_lora=False)
+        if model.llm is not None and config.lora is not None:
+            from peft import PeftModel
+
+            model.llm = PeftModel.from_pretrained(model.llm, str(d / LORA_DIR), is_trainable=True)
+        missing, unexpected = model.load_state_dict(load_file(str(d / WEIGHTS_NAME)), strict=False)
+        missing = [k for k in missing if not k.startswith(("llm.", "text_encoder."))]
+        if missing or unexpected:
+            raise ValueError(
+                f"weights do not match the config: missing {missing}, extra {unexpected}"
+            )
+        return model
+
+
+def _resolve(path: str | None, base: Path) -> str | None:
+    """A relative path that exists inside the model folder (``llm/``) is taken from there."""
+    if path is None:
+        return None
+    p = Path(path)
+    return str(base / p) if not p.is_absolute() and (base / p).exists() else path
+
+
+def load_llm(path: str | Path, dtype: str = "float32"):
+    """Load a causal LM and its tokenizer from a local folder (never from the hub)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    llm = AutoModelForCausalLM.from_pretrained(
+        str(path), local_files_only=True, dtype=getattr(torch, dtype)
+    )
+    log.info("loaded LLM %s (%s)", path, dtype)
+    return llm, tokenizer

@@ -1,0 +1,170 @@
+"""Helpers of the model tests: random slides in the cache contract, tiny configs, and builders of
+a tiny causal LM and text encoder saved to a local folder (never downloaded)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from hwsi_model.model.batch import SlideTensors
+from hwsi_model.model.config import (
+    CCAFConfig,
+    HWSIConfig,
+    LossConfig,
+    ProjectorConfig,
+    RegionEncoderConfig,
+    SlideEncoderConfig,
+    VisualConfig,
+)
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+D_P, D_C, S = 16, 12, 4
+
+WORDS = str.split(
+    "the a of and is are with in slide shows tissue tumor carcinoma benign glands nuclei "
+    "large small round oval pleomorphic dense sparse chromatin coarse fine region patch cell "
+    "what diagnosis describe cells how many yes no high low grade mitoses stroma necrosis "
+    "present absent there which report findings . , ? :"
+)
+
+
+def make_slide(
+    seed: int = 0,
+    n_regions: int = 3,
+    k: int = 3,
+    tissue: float = 0.6,
+    max_cells: int = 5,
+    empty_patches: int = 0,
+    d_p: int = D_P,
+    d_c: int = D_C,
+    s: int = S,
+    slide_id: str = "",
+) -> SlideTensors:
+    """Random slide in the cache contract; the first ``empty_patches`` selected have no cells."""
+    g = torch.Generator().manual_seed(seed)
+    grids, selected = [], []
+    n = 0
+    for r in range(n_regions):
+        tissue_pos = torch.rand(s * s, generator=g) < tissue
+        tissue_pos[r % (s * s)] = True  # at least one tissue patch per region
+        grid = torch.full((s * s,), -1, dtype=torch.int64)
+        count = int(tissue_pos.sum())
+        grid[tissue_pos] = torch.arange(n, n + count)
+        rows = grid[tissue_pos]
+        pick = rows[torch.randperm(count, generator=g)[:k]]
+        sel = torch.full((k,), -1, dtype=torch.int64)
+        sel[: len(pick)] = pick
+        grids.append(grid.view(s, s))
+        selected.append(sel)
+        n += count
+    selected_t = torch.stack(selected)
+    m = int((selected_t >= 0).sum())
+    counts = torch.randint(1, max_cells + 1, (m,), generator=g)
+    counts[:empty_patches] = 0
+    offsets = torch.cat([torch.zeros(1, dtype=torch.int64), counts.cumsum(0)])
+    c = int(offsets[-1])
+    return SlideTensors(
+        patch_emb=torch.randn(n, d_p, generator=g).half(),
+        region_grid=torch.stack(grids),
+        region_pos=torch.stack(
+            [torch.arange(n_regions) // 3 + 2, torch.arange(n_regions) % 3 + 5], dim=1
+        ),
+        selected=selected_t,
+        cell_emb=torch.randn(c, d_c, generator=g).half(),
+        cell_pos=torch.rand(c, 2, generator=g),
+        cell_offsets=offsets,
+        slide_id=slide_id or f"slide{seed}",
+    )
+
+
+def tiny_visual_config(
+    width: int = 32, llm_hidden_size: int | None = None, pooling: str = "cls"
+) -> VisualConfig:
+    return VisualConfig(
+        patch_dim=D_P,
+        cell_dim=D_C,
+        ccaf=CCAFConfig(hidden_size=width, num_layers=2, num_heads=2, position_frequencies=4),
+        region=RegionEncoderConfig(hidden_size=width, num_layers=1, num_heads=2, region_size=S),
+        slide=SlideEncoderConfig(
+            hidden_size=width, num_layers=1 if pooling == "cls" else 0, num_heads=2, pooling=pooling
+        ),
+        projector=ProjectorConfig(align_dim=24, llm_hidden_size=llm_hidden_size),
+    )
+
+
+def tiny_config(**kw) -> HWSIConfig:
+    visual = kw.pop("visual", None) or tiny_visual_config()
+    return HWSIConfig(visual=visual, loss=kw.pop("loss", None) or LossConfig(), **kw)
+
+
+def build_tiny_llm(path: Path, hidden: int = 64) -> Path:
+    """A 2-layer Qwen2-shaped causal LM with a word-level tokenizer and a chat template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    # A byte-level BPE (as Qwen's) trained on the test words, so that Qwen2Tokenizer, which
+    # AutoTokenizer picks for a qwen2 config, rebuilds exactly this tokenizer.
+    specials = ["<pad>", "<eos>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator([" ".join(WORDS)] * 4, trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="<pad>",
+        eos_token="<eos>",
+        additional_special_tokens=specials[2:],
+    )
+    tokenizer.chat_template = (
+        "{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }} <|end|> {% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|> {% endif %}"
+    )
+    torch.manual_seed(0)
+    config = Qwen2Config(
+        vocab_size=tok.get_vocab_size() + 8,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=False,
+        initializer_range=0.2,  # stronger random weights: visual tokens can steer the output
+        pad_token_id=tok.token_to_id("<pad>"),
+        eos_token_id=tok.token_to_id("<eos>"),
+        bos_token_id=None,
+    )
+    Qwen2ForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def build_tiny_text_encoder(path: Path, hidden: int = 32) -> Path:
+    """A 1-layer BERT with a word-piece vocabulary of the test words."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    path.mkdir(parents=True, exist_ok=True)
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *dict.fromkeys(WORDS)]
+    (path / "vocab.txt").write_text("\n".join(words) + "\n")
+    BertTokenizerFast(vocab_file=str(path / "vocab.txt")).save_pretrained(path)
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(words),
+        hidden_size=hidden,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=2 * hidden,
+        max_position_embeddings=128,
+    )
+    BertModel(config).save_pretrained(path)
+    return path
