@@ -1,7 +1,8 @@
 # hwsi: hierarchical whole-slide-image pipeline (MLLM-HWSI).
 #   snakemake --cores N                        # config.yaml (the demo cohort by default)
 #   snakemake --cores N --configfile my.yaml   # your cohort
-# Steps per slide: tissue detection -> patch/region grid -> nuclei. See README.md for outputs.
+# Per slide: tissue -> patch/region grid -> patch embeddings -> selection -> nuclei ->
+# cell embeddings -> multi-scale cache; then the cohort manifest. See README.md for outputs.
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
@@ -17,6 +18,7 @@ include: "rules/common.smk"
 include: "rules/tissue.smk"
 include: "rules/tiling.smk"
 include: "rules/cells.smk"
+include: "rules/embed.smk"
 
 
 rule all:

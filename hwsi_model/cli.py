@@ -5,6 +5,7 @@ Sub-commands:
     hwsi demo-cohort OUTDIR         write the synthetic demo cohort (slides, sheet, reports, VQA)
     hwsi tile SLIDE --out DIR       tissue detection + patch/region grid for one slide
     hwsi segment INPUT --out DIR    StarDist nuclei of an image or slide region (GeoJSON, CSV)
+    hwsi check [OUTDIR]             validate every multi-scale cache of a cohort
     hwsi check-config CONFIG        validate a workflow config against the schema
 """
 
@@ -103,6 +104,23 @@ def _cmd_segment(args: argparse.Namespace) -> None:
     )
 
 
+def _cmd_check(args: argparse.Namespace) -> None:
+    from hwsi_model.embed.steps import check_caches
+
+    results = check_caches(args.outdir)
+    if not results:
+        raise HwsiError(f"no caches under {Path(args.outdir) / 'cache'}")
+    bad = {k: v for k, v in results.items() if v}
+    for slide, problems in results.items():
+        print(
+            f"{'BAD' if problems else 'ok '}  {slide}"
+            + (f": {'; '.join(problems)}" if problems else "")
+        )
+    print(f"{len(results) - len(bad)} valid, {len(bad)} bad cache(s)")
+    if bad:
+        raise HwsiError(f"{len(bad)} invalid cache(s): {', '.join(sorted(bad))}")
+
+
 def _cmd_check_config(args: argparse.Namespace) -> None:
     from hwsi_model.config import load_config
     from hwsi_model.samples import read_sample_sheet
@@ -150,6 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nms-thresh", type=float)
     p.add_argument("--allow-download", action="store_true")
     p.set_defaults(func=_cmd_segment)
+
+    p = sub.add_parser("check", help="validate every multi-scale cache of a cohort")
+    p.add_argument("outdir", nargs="?", default="results", help="the workflow's outdir")
+    p.set_defaults(func=_cmd_check)
 
     p = sub.add_parser("check-config", help="validate a workflow config and its sample sheet")
     p.add_argument("config")

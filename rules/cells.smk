@@ -22,26 +22,6 @@ rule train_demo_stardist:
         "../workflow_scripts/train_demo_stardist.py"
 
 
-rule patch_list:
-    """Interim list of patches to segment (most tissue per region) until relevance selection."""
-    input:
-        tiles=f"{OUTDIR}/tiles/{{slide}}.zarr",
-    output:
-        f"{OUTDIR}/patch_lists/{{slide}}.csv",
-    log:
-        f"{OUTDIR}/logs/patch_list/{{slide}}.log",
-    conda:
-        "../envs/hwsi.yaml"
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=5,
-    params:
-        per_region=config["cells"]["per_region"],
-    script:
-        "../workflow_scripts/patch_list.py"
-
-
 rule segment_cells:
     """StarDist nuclei of one slide's patches: cell table (Zarr v3), QC picture, GeoJSON."""
     input:

@@ -34,6 +34,28 @@ CELLS_PARAMS = {
 }
 CELLS_HASH = config_hash({"model": CELLS["model"], **CELLS_PARAMS})
 
+EMBED = config["embed"]
+SELECTION = EMBED["selection"]
+# "demo": a tiny random ViT built by the workflow (no pretrained weights are downloaded).
+ENCODER_CHECKPOINT = (
+    f"{OUTDIR}/models/tiny_vit"
+    if EMBED["checkpoint"] == "demo"
+    else EMBED["checkpoint"]
+)
+EXTRACT_PARAMS = {
+    k: EMBED[k] for k in ("num_workers", "rows_per_item", "device", "precision")
+}
+EMBED_HASH = config_hash(
+    {
+        "encoder": EMBED["encoder"],
+        "checkpoint": EMBED["checkpoint"],
+        "tiles": TILES_HASH,
+    }
+)
+CACHE_HASH = config_hash(
+    {"embed": EMBED_HASH, "selection": SELECTION, "cells": CELLS_HASH}
+)
+
 
 wildcard_constraints:
     slide=r"[A-Za-z0-9][A-Za-z0-9._-]*",
@@ -55,15 +77,21 @@ def segment_inputs(wildcards):
         "tiles": f"{OUTDIR}/tiles/{wildcards.slide}.zarr",
     }
     if CELLS["patches"] == "selected":
-        inputs["patch_list"] = f"{OUTDIR}/patch_lists/{wildcards.slide}.csv"
+        inputs["patch_list"] = f"{OUTDIR}/selection/{wildcards.slide}.csv"
     if CELLS["model"] == "demo":
         inputs["model"] = CELLS_MODEL
     return inputs
 
 
+def encoder_inputs(wildcards):
+    """The encoder folder when the workflow builds it (demo)."""
+    return {"encoder": ENCODER_CHECKPOINT} if EMBED["checkpoint"] == "demo" else {}
+
+
 def all_outputs():
     return [
-        *expand(f"{OUTDIR}/cells/{{slide}}.zarr", slide=SAMPLES),
+        f"{OUTDIR}/manifest.csv",
+        *expand(f"{OUTDIR}/qc/cells/{{slide}}.png", slide=SAMPLES),
         *expand(f"{OUTDIR}/tiles/{{slide}}.zarr", slide=SAMPLES),
         *expand(f"{OUTDIR}/qc/tiling/{{slide}}.png", slide=SAMPLES),
         f"{OUTDIR}/tiles/summary.tsv",

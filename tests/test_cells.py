@@ -18,7 +18,7 @@ from hwsi_model.cells.detect import FEATURES, detect_nuclei
 from hwsi_model.cells.model_registry import ModelNotFoundError, resolve_model_folder
 from hwsi_model.cells.normalize import slide_percentiles
 from hwsi_model.cells.segment import SegmentParams, segment_patches
-from hwsi_model.cells.steps import interim_patch_list, segment_step
+from hwsi_model.cells.steps import segment_step
 from hwsi_model.cells.store import read_cells
 from hwsi_model.errors import HwsiError, SlideOpenError, SlideReadError
 from hwsi_model.slide.reader import open_slide
@@ -132,8 +132,10 @@ def test_patch_alone_or_in_a_block_gives_the_same_nuclei(model, tiled):
 
 def test_segment_step_writes_a_consistent_table(trained, tiled, tmp_path):
     slide, store, sid = tiled
-    plist = tmp_path / "list.csv"
-    interim_patch_list(store, plist, per_region=3)
+    plist = tmp_path / "list.csv"  # as written by select_patches: 3 patches per region
+    tiles, _ = read_tiles(store)
+    rows = [i for r in range(tiles.n_regions) for i in range(*tiles.region_offsets[r : r + 2])[:3]]
+    plist.write_text("patch_index\n" + "\n".join(map(str, rows)) + "\n")
     out = tmp_path / "cells.zarr"
     segment_step(
         slide,
@@ -223,20 +225,20 @@ def test_real_he_images(model, slides_dir, tmp_path):
     from hwsi_model.cells.adhoc import segment_input
 
     histo = slides_dir.parent / "tiles" / "histo.jpg"
-    nuc = segment_input(histo, tmp_path / "histo", model, 0.5, mpp=0.5)
+    # A model trained on synthetic nuclei is unsure on real tissue: a fixed threshold keeps
+    # the check about detection and size, not about where threshold optimisation landed.
+    nuc = segment_input(histo, tmp_path / "histo", model, 0.5, mpp=0.5, prob_thresh=0.5)
     area = nuc.features[:, FEATURES.index("area_um2")]
-    # A short-trained cartoon model is conservative on real tissue: few but real nuclei.
-    assert len(nuc) > 10 and 8 < np.median(area) < 120
+    assert len(nuc) > 5 and 8 < np.median(area) < 150
     assert (tmp_path / "histo" / "histo_nuclei.geojson").is_file()
     assert (tmp_path / "histo" / "histo_nuclei.csv").read_text().startswith("x,y,area_um2")
     region = (256, 512, 1024, 1024)
-    nuc = segment_input(
-        slides_dir / "CMU-1-Small-Region.svs", tmp_path / "cmu", model, 0.5, region=region
-    )
+    cmu = slides_dir / "CMU-1-Small-Region.svs"
+    nuc = segment_input(cmu, tmp_path / "cmu", model, 0.5, region=region, prob_thresh=0.5)
     assert len(nuc) > 5
     x, y = nuc.centroids.T  # level-0 px of the slide
     assert ((x >= 256) & (x < 1280) & (y >= 512) & (y < 1536)).all()
-    assert 8 < np.median(nuc.features[:, FEATURES.index("area_um2")]) < 120
+    assert 8 < np.median(nuc.features[:, FEATURES.index("area_um2")]) < 150
 
 
 def test_segment_cli(trained, slides_dir, tmp_path):

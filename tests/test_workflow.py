@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from hwsi_model.embed.cache_store import validate_cache
+
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.workflow
 
@@ -136,12 +138,16 @@ def test_cohort_with_broken_slides_then_incremental(
 
 
 def test_cells_workflow_and_new_slides(tmp_path, cohort, trained, venv_path_env):
-    """Tissue -> tiles -> patch list -> StarDist on two demo slides, then a third is added."""
+    """The whole per-slide chain on two demo slides (cache + manifest), then a third is added."""
     import pandas as pd
 
     sheet = pd.read_csv(cohort / "samples.csv")
     rows = [f"{s},{cohort / p}," for s, p in zip(sheet.slide_id, sheet.path, strict=True)]
-    cells = f"cells:\n  model: {trained[0]}\n  mpp: 0.5\n  per_region: 2\n"
+    cells = (
+        f"cells:\n  model: {trained[0]}\n  mpp: 0.5\n"
+        "embed:\n  encoder: tiny-vit\n  checkpoint: demo\n  num_workers: 0\n"
+        "  selection:\n    n_candidates: 4\n    top_k: 2\n"
+    )
     work = tmp_path / "wf"
     write_cohort(work, rows[:2], extra_yaml=cells)
     proc = snakemake(work, venv_path_env, "--cores", "2")
@@ -151,13 +157,14 @@ def test_cells_workflow_and_new_slides(tmp_path, cohort, trained, venv_path_env)
         assert (out / "cells" / f"{sid}.zarr" / "zarr.json").is_file()
         assert (out / "cells" / f"{sid}.geojson").is_file()
         assert (out / "qc" / "cells" / f"{sid}.png").is_file()
+        assert validate_cache(out / "cache" / f"{sid}.zarr") == []
+    manifest = pd.read_csv(out / "manifest.csv")
+    assert sorted(manifest.slide_id) == sorted(sheet.slide_id[:2])
+    assert manifest.n_cells.sum() > 0 and (manifest.n_selected > 0).all()
     write_cohort(work, rows[:3], extra_yaml=cells)
     jobs = planned_jobs(snakemake(work, venv_path_env, "-n").stdout)
     new = sheet.slide_id[2]
-    assert {(r, s) for r, s in jobs if s is not None} == {
-        ("tissue", new),
-        ("tiles", new),
-        ("patch_list", new),
-        ("segment_cells", new),
-    }
-    assert {r for r, s in jobs if s is None} == {"tiling_summary", "all"}
+    per_slide = ("tissue", "tiles", "embed_patches", "select_patches", "segment_cells")
+    per_slide += ("embed_cells", "build_cache")
+    assert {(r, s) for r, s in jobs if s is not None} == {(r, new) for r in per_slide}
+    assert {r for r, s in jobs if s is None} == {"tiling_summary", "manifest", "all"}

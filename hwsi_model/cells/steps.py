@@ -24,22 +24,6 @@ log = logging.getLogger(__name__)
 PATCH_LIST_COLUMN = "patch_index"
 
 
-def interim_patch_list(tiles_store: str | Path, out_csv: str | Path, per_region: int = 16) -> None:
-    """Write up to ``per_region`` patches per region, most tissue first.
-
-    A placeholder for the relevance-based selection (embeddings step): the segmentation
-    step only reads a list of patch indices and does not care how it was made.
-    """
-    tiles, _ = read_tiles(tiles_store)
-    chosen = []
-    for r in range(tiles.n_regions):
-        idx = np.arange(tiles.region_offsets[r], tiles.region_offsets[r + 1])
-        order = np.lexsort((idx, -tiles.tissue_fraction[idx]))
-        chosen.extend(idx[order[:per_region]].tolist())
-    with atomic_output(out_csv) as tmp:
-        pd.DataFrame({PATCH_LIST_COLUMN: sorted(chosen)}).to_csv(tmp, index=False)
-
-
 def read_patch_list(path: str | Path, tiles: TileGrid) -> np.ndarray:
     """Patch indices from a CSV with a ``patch_index`` column, checked against the grid."""
     df = pd.read_csv(path)

@@ -85,12 +85,19 @@ def load_gt_tiles(index_csv: str | Path, samples_csv: str | Path, mpp: float) ->
 
 
 def _augment(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Random 90-degree rotation and flips (nuclei have no orientation)."""
+    """Random 90-degree rotations and flips (nuclei have no orientation), and stain jitter.
+
+    Per-channel gain and offset on the normalised image stand in for stain and scanner
+    variation, so that a model trained on one cohort's colours does not lock onto them.
+    """
     k = np.random.randint(4)
     x, y = np.rot90(x, k, axes=(0, 1)), np.rot90(y, k, axes=(0, 1))
     if np.random.rand() < 0.5:
         x, y = x[:, ::-1], y[:, ::-1]
-    return np.ascontiguousarray(x), np.ascontiguousarray(y)
+    gain = np.random.uniform(0.75, 1.25, size=3).astype(np.float32)
+    offset = np.random.uniform(-0.15, 0.15, size=3).astype(np.float32)
+    x = x * gain + offset
+    return np.ascontiguousarray(x, dtype=np.float32), np.ascontiguousarray(y)
 
 
 def evaluate(model, tiles: list[GTTile]) -> dict[str, float]:
@@ -133,6 +140,7 @@ def train_stardist(
 
     np.random.seed(params.seed)
     tf.random.set_seed(params.seed)
+    tf.config.experimental.enable_op_determinism()  # same data and seed -> same model
     tiles = load_gt_tiles(index_csv, samples_csv, params.mpp)
     train = [t for t in tiles if t.split == "train"]
     val = [t for t in tiles if t.split == "val"] or train[-max(1, len(train) // 8) :]

@@ -1,0 +1,1 @@
+"""Patch and cell embeddings, and the multi-scale per-slide cache (the training contract)."""

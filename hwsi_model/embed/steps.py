@@ -1,0 +1,309 @@
+"""Per-slide steps of the embedding stage (called by ``workflow_scripts/``)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import zarr
+
+from hwsi_model.atomic import atomic_output
+from hwsi_model.cells.store import read_cells
+from hwsi_model.embed.cache_store import read_cache, validate_cache, write_cache
+from hwsi_model.embed.cell_features import pool_tokens, standardise_morphometrics
+from hwsi_model.embed.dataset import SlidePatchDataset
+from hwsi_model.embed.extract import ExtractParams, embed_slide, encode_batches, resolve_device
+from hwsi_model.embed.writer import RowWriter, rows_per_chunk
+from hwsi_model.errors import HwsiError, StoreError
+from hwsi_model.samples import Sample
+from hwsi_model.tiling.store import read_tiles
+
+log = logging.getLogger(__name__)
+
+EMB_SCHEMA = "hwsi.patch_embeddings"
+CELL_EMB_SCHEMA = "hwsi.cell_embeddings"
+
+
+def _load_encoder(name: str, checkpoint: str | None, params: ExtractParams):
+    from hwsi_model.encoders import load_encoder
+
+    return load_encoder(name, checkpoint=checkpoint or None, device=resolve_device(params.device))
+
+
+def _encoder_attrs(encoder, name: str, checkpoint: str | None) -> dict:
+    return {
+        "encoder": name,
+        "encoder_checkpoint": str(checkpoint or ""),
+        "encoder_checkpoint_hash": getattr(encoder, "checkpoint_hash", ""),
+        "patch_dim": int(encoder.embed_dim),
+    }
+
+
+def embed_patches_step(
+    slide_path: str,
+    slide_id: str,
+    tiles_store: str | Path,
+    encoder_name: str,
+    checkpoint: str | None,
+    out_store: str | Path,
+    params: ExtractParams,
+    mpp_override: float | None = None,
+    config_hash: str = "",
+) -> None:
+    """Embed all patches of a slide into ``out_store`` (``emb [N, D] float16``), streamed."""
+    tiles, tattrs = read_tiles(tiles_store)
+    encoder = _load_encoder(encoder_name, checkpoint, params)
+    n, d = len(tiles), int(encoder.embed_dim)
+    with atomic_output(out_store) as tmp:
+        root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+        chunk = max(1, min(max(n, 1), rows_per_chunk(d)))
+        arr = root.create_array("emb", shape=(n, d), dtype="float16", chunks=(chunk, d))
+        writer = RowWriter(arr)
+        embed_slide(slide_path, slide_id, tiles, encoder, writer.write, params, mpp_override)
+        writer.close()
+        root.attrs.update(
+            {
+                "schema": EMB_SCHEMA,
+                "schema_version": 1,
+                "slide_id": slide_id,
+                "n_patches": n,
+                "mpp": tattrs["mpp_effective"],
+                "patch_size": tattrs["patch_size"],
+                "tiles_config_hash": tattrs.get("config_hash", ""),
+                "config_hash": config_hash,
+                "extract": asdict(params),
+                **_encoder_attrs(encoder, encoder_name, checkpoint),
+            }
+        )
+    log.info("slide '%s': %d patch embeddings of width %d", slide_id, n, d)
+
+
+def read_embeddings(store: str | Path) -> tuple[np.ndarray, dict]:
+    root = zarr.open_group(str(store), mode="r")
+    attrs = dict(root.attrs)
+    if attrs.get("schema") != EMB_SCHEMA:
+        raise StoreError(f"{store} is not a patch-embedding store")
+    return root["emb"][...], attrs
+
+
+def select_step(
+    emb_store: str | Path,
+    tiles_store: str | Path,
+    out_csv: str | Path,
+    n_candidates: int = 32,
+    top_k: int = 16,
+    query: str = "slide_mean",
+    query_file: str | None = None,
+) -> np.ndarray:
+    """Select diagnostically relevant patches per region; write ``region,rank,patch_index``.
+
+    The inputs are embeddings, the grid and a query that exists at inference (the slide's
+    mean embedding, or prompt/question vectors from ``query_file``, ``.npy [Q, D]``): never
+    the slide's report or an answer.
+    """
+    from hwsi_model.selection import SelectionConfig, select_patches
+
+    emb, _ = read_embeddings(emb_store)
+    tiles, _ = read_tiles(tiles_store)
+    cfg = SelectionConfig(n_candidates=n_candidates, top_k=top_k, query=query)
+    qvec = np.load(query_file) if (query != "slide_mean" and query_file) else None
+    if query != "slide_mean" and qvec is None:
+        raise HwsiError(f"selection query '{query}' needs embed.selection.query_file (.npy [Q, D])")
+    sel = (
+        select_patches(emb, tiles.region_offsets, cfg, qvec)
+        if len(tiles)
+        else np.zeros((0, top_k), np.int64)
+    )
+    region, rank = np.nonzero(sel >= 0)
+    df = pd.DataFrame({"region": region, "rank": rank, "patch_index": sel[region, rank]})
+    with atomic_output(out_csv) as tmp:
+        df.to_csv(tmp, index=False)
+    return sel
+
+
+def read_selection(csv: str | Path, n_regions: int, top_k: int) -> np.ndarray:
+    """``[R, K] int64`` from a selection CSV (-1 where a region has fewer patches)."""
+    df = pd.read_csv(csv)
+    sel = np.full((n_regions, top_k), -1, np.int64)
+    sel[df["region"].to_numpy(), df["rank"].to_numpy()] = df["patch_index"].to_numpy()
+    return sel
+
+
+def embed_cells_step(
+    slide_path: str,
+    slide_id: str,
+    tiles_store: str | Path,
+    selection_csv: str | Path,
+    cells_store: str | Path,
+    encoder_name: str,
+    checkpoint: str | None,
+    out_store: str | Path,
+    params: ExtractParams,
+    top_k: int,
+    mpp_override: float | None = None,
+) -> None:
+    """Per-nucleus embeddings of the selected patches: pooled encoder tokens ++ morphometrics.
+
+    The selected patches are encoded again for their token maps (about 6 % of the tissue),
+    so the patch step never has to keep token maps of every patch.
+    """
+    tiles, _ = read_tiles(tiles_store)
+    sel = read_selection(selection_csv, tiles.n_regions, top_k)
+    rows = sel[sel >= 0]
+    table, _ = read_cells(cells_store)
+    pos_in_table = np.searchsorted(table.patches, rows)
+    found = (pos_in_table < len(table.patches)) & (
+        table.patches[np.minimum(pos_in_table, len(table.patches) - 1)] == rows
+        if len(table.patches)
+        else False
+    )
+    if len(rows) and not np.all(found):
+        raise HwsiError(
+            f"slide '{slide_id}': {int((~np.asarray(found)).sum())} selected patches were not "
+            "segmented; re-run segment_cells with the current selection"
+        )
+    encoder = _load_encoder(encoder_name, checkpoint, params)
+    ps, ps0 = tiles.geometry.patch_size, tiles.geometry.patch_size_level0
+    morph = standardise_morphometrics(table.features)
+    embs, poss, counts = [], [], []
+    ds = SlidePatchDataset(slide_path, slide_id, tiles, mpp_override, params.rows_per_item, rows)
+    for start, end, pemb, tokens in encode_batches(ds, encoder, params, with_tokens=True):
+        for j in range(end - start):
+            p = pos_in_table[start + j]
+            a, b = table.patch_offsets[p], table.patch_offsets[p + 1]
+            xy = tiles.coords[rows[start + j]].astype(np.float32)
+            cent = (table.centroids[a:b] - xy) * (ps / ps0)
+            polys = (table.polygons[a:b] - xy) * (ps / ps0)
+            if tokens is None:  # CNN encoders: the patch embedding stands in for the tokens
+                pooled = np.repeat(pemb[j : j + 1].astype(np.float32), b - a, axis=0)
+            else:
+                pooled = pool_tokens(tokens[j], polys, cent, ps)
+            embs.append(np.concatenate([pooled, morph[a:b]], axis=1))
+            poss.append(np.clip(cent / ps, 0.0, 1.0))
+            counts.append(b - a)
+    width = (encoder.token_dim or encoder.embed_dim) + morph.shape[1]
+    cell_emb = np.concatenate(embs) if embs else np.zeros((0, width), np.float32)
+    cell_pos = np.concatenate(poss) if poss else np.zeros((0, 2), np.float32)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    with atomic_output(out_store) as tmp:
+        root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+        for name, data in {
+            "cell_emb": cell_emb.astype(np.float16),
+            "cell_pos": cell_pos.astype(np.float32),
+            "cell_offsets": offsets,
+            "selected_patches": rows.astype(np.int64),
+        }.items():
+            chunks = tuple(max(1, s) for s in data.shape)
+            root.create_array(name, shape=data.shape, dtype=data.dtype, chunks=chunks)[...] = data
+        root.attrs.update(
+            {
+                "schema": CELL_EMB_SCHEMA,
+                "schema_version": 1,
+                "slide_id": slide_id,
+                "cell_dim": int(width),
+                **_encoder_attrs(encoder, encoder_name, checkpoint),
+            }
+        )
+    log.info("slide '%s': %d cell embeddings of width %d", slide_id, len(cell_emb), width)
+
+
+def build_cache_step(
+    slide_id: str,
+    tiles_store: str | Path,
+    emb_store: str | Path,
+    selection_csv: str | Path,
+    cell_emb_store: str | Path,
+    out_store: str | Path,
+    top_k: int,
+    selection_rule: dict,
+    config_hash: str = "",
+) -> None:
+    """Assemble the per-slide multi-scale cache from the step outputs."""
+    tiles, tattrs = read_tiles(tiles_store)
+    emb, eattrs = read_embeddings(emb_store)
+    sel = read_selection(selection_csv, tiles.n_regions, top_k)
+    croot = zarr.open_group(str(cell_emb_store), mode="r")
+    cattrs = dict(croot.attrs)
+    if cattrs.get("schema") != CELL_EMB_SCHEMA:
+        raise StoreError(f"{cell_emb_store} is not a cell-embedding store")
+    if not np.array_equal(croot["selected_patches"][...], sel[sel >= 0]):
+        raise StoreError(f"{cell_emb_store} was made for another selection; re-run embed_cells")
+    S = tiles.geometry.region_size
+    grid = np.full((tiles.n_regions, S, S), -1, np.int64)
+    grid[tiles.region, tiles.region_pos[:, 0], tiles.region_pos[:, 1]] = np.arange(len(tiles))
+    arrays = {
+        "patch_emb": emb,
+        "patch_coords": tiles.coords,
+        "patch_region": tiles.region.astype(np.int64),
+        "region_grid": grid,
+        "region_pos": tiles.region_grid.astype(np.int64),
+        "selected": sel,
+        "cell_emb": croot["cell_emb"][...],
+        "cell_pos": croot["cell_pos"][...],
+        "cell_offsets": croot["cell_offsets"][...],
+    }
+    attrs = {
+        "slide_id": slide_id,
+        "slide_path": tattrs.get("slide_path"),
+        "mpp": tattrs["mpp_effective"],
+        "mpp_target": tattrs["mpp_target"],
+        "patch_size": tattrs["patch_size"],
+        "patch_size_level0": tattrs["patch_size_level0"],
+        "region_size": S,
+        "top_k": top_k,
+        "selection_rule": selection_rule,
+        "encoder": eattrs["encoder"],
+        "encoder_checkpoint_hash": eattrs.get("encoder_checkpoint_hash", ""),
+        "patch_dim": int(emb.shape[1]),
+        "cell_dim": int(cattrs["cell_dim"]),
+        "config_hash": config_hash,
+        "tiles_config_hash": tattrs.get("config_hash", ""),
+        "n_patches": len(tiles),
+        "n_regions": tiles.n_regions,
+        "n_selected": int((sel >= 0).sum()),
+        "n_cells": int(arrays["cell_emb"].shape[0]),
+    }
+    write_cache(out_store, arrays, attrs)
+    problems = validate_cache(out_store)
+    if problems:  # a bug upstream: never leave an invalid cache that looks finished
+        import shutil
+
+        shutil.rmtree(out_store, ignore_errors=True)
+        raise StoreError(f"slide '{slide_id}': built cache is invalid: {problems[0]}")
+
+
+def manifest_step(caches: list[str | Path], samples: dict[str, Sample], out_csv: str | Path):
+    """One table of the cohort: slide, store path, counts, split, label, cohort, encoder."""
+    rows = []
+    for path in caches:
+        _, attrs = read_cache(path)
+        s = samples.get(attrs["slide_id"])
+        rows.append(
+            {
+                "slide_id": attrs["slide_id"],
+                "cache": str(path),
+                "n_patches": attrs["n_patches"],
+                "n_regions": attrs["n_regions"],
+                "n_selected": attrs["n_selected"],
+                "n_cells": attrs["n_cells"],
+                "split": s.split if s else None,
+                "label": s.label if s else None,
+                "cohort": s.cohort if s else None,
+                "encoder": attrs["encoder"],
+                "config_hash": attrs.get("config_hash", ""),
+            }
+        )
+    df = pd.DataFrame(rows)
+    with atomic_output(out_csv) as tmp:
+        df.to_csv(tmp, index=False)
+    return df
+
+
+def check_caches(outdir: str | Path) -> dict[str, list[str]]:
+    """Validate every ``cache/*.zarr`` under ``outdir``: slide -> problems (empty: valid)."""
+    caches = sorted((Path(outdir) / "cache").glob("*.zarr"))
+    return {p.name[: -len(".zarr")]: validate_cache(p) for p in caches}
+

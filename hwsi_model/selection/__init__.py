@@ -1,0 +1,17 @@
+"""Diagnostically relevant patch selection: diverse candidates per region, then top-k by a query
+available at inference (slide mean, prompt bank or question), never the slide's report."""
+
+from hwsi_model.selection.config import QUERY_MODES, SelectionConfig, selection_rule
+from hwsi_model.selection.prompts import DEFAULT_PROMPTS, embed_prompts, prompt_bank_id
+from hwsi_model.selection.select import select_patches, selection_inputs
+
+__all__ = [
+    "DEFAULT_PROMPTS",
+    "QUERY_MODES",
+    "SelectionConfig",
+    "embed_prompts",
+    "prompt_bank_id",
+    "select_patches",
+    "selection_inputs",
+    "selection_rule",
+]

@@ -1,0 +1,29 @@
+"""Rule ``embed_patches``: encoder embeddings of all tissue patches of one slide."""
+
+import sys
+
+from hwsi_model.embed.extract import ExtractParams
+from hwsi_model.embed.steps import embed_patches_step
+from hwsi_model.logs import run_reporting_errors
+
+
+def main(smk) -> int:
+    p = smk.params
+    return run_reporting_errors(
+        lambda: embed_patches_step(
+            smk.input.slide,
+            smk.wildcards.slide,
+            smk.input.tiles,
+            p.encoder,
+            p.checkpoint,
+            smk.output[0],
+            ExtractParams(**p.extract),
+            mpp_override=float(p.mpp_override) or None,
+            config_hash=p.config_hash,
+        ),
+        log_file=smk.log[0],
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main(snakemake))  # noqa: F821 -- injected by Snakemake's script directive

@@ -1,0 +1,20 @@
+"""Rule ``manifest``: one table of the cohort's caches."""
+
+import sys
+
+from hwsi_model.embed.steps import manifest_step
+from hwsi_model.logs import run_reporting_errors
+from hwsi_model.samples import read_sample_sheet
+
+
+def main(smk) -> int:
+    return run_reporting_errors(
+        lambda: manifest_step(
+            list(smk.input.caches), read_sample_sheet(smk.input.samples), smk.output[0]
+        ),
+        log_file=smk.log[0],
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main(snakemake))  # noqa: F821 -- injected by Snakemake's script directive
