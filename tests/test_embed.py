@@ -171,3 +171,17 @@ def test_embeddings_identical_across_runs_and_worker_counts(cmu_slide, tmp_path)
     for other, _ in outs[1:]:
         np.testing.assert_array_equal(other, emb)
     assert np.unique(emb, axis=0).shape[0] == emb.shape[0]  # patches differ
+
+
+def test_hwsi_check_lists_bad_caches(tmp_path, capsys):
+    from hwsi_model.cli import main
+
+    write_cache(tmp_path / "cache" / "good.zarr", toy_cache(), {"slide_id": "good"})
+    bad = toy_cache()
+    bad["cell_pos"][0, 0] = 2.0
+    write_cache(tmp_path / "cache" / "bad.zarr", bad, {"slide_id": "bad"})
+    assert main(["check", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "ok   good" in out and "BAD  bad: a cell centroid lies outside its patch" in out
+    (tmp_path / "cache" / "bad.zarr").rename(tmp_path / "bad.zarr")
+    assert main(["check", str(tmp_path)]) == 0

@@ -4,12 +4,14 @@ import sys
 
 from hwsi_model.embed.steps import build_cache_step
 from hwsi_model.logs import run_reporting_errors
+from hwsi_model.selection import SelectionConfig, selection_rule
 
 
 def main(smk) -> int:
     sel = smk.params.selection
-    rule = {k: sel[k] for k in ("n_candidates", "top_k", "query")}
-    rule["never_uses"] = "the slide's report or answers"
+    cfg = SelectionConfig(n_candidates=sel["n_candidates"], top_k=sel["top_k"], query=sel["query"])
+    source = sel["query"] if sel["query"] == "slide_mean" else f"{sel['query']}:{sel['query_file']}"
+    rule = selection_rule(cfg, source)
     return run_reporting_errors(
         lambda: build_cache_step(
             smk.wildcards.slide,

@@ -306,4 +306,3 @@ def check_caches(outdir: str | Path) -> dict[str, list[str]]:
     """Validate every ``cache/*.zarr`` under ``outdir``: slide -> problems (empty: valid)."""
     caches = sorted((Path(outdir) / "cache").glob("*.zarr"))
     return {p.name[: -len(".zarr")]: validate_cache(p) for p in caches}
-
