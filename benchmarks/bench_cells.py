@@ -27,6 +27,15 @@ from pathlib import Path
 import numpy as np
 import openslide
 
+# Peak RSS of the child itself: getrusage's ru_maxrss survives exec, so a child would report
+# its parent's peak; /proc's VmHWM belongs to the new address space (Linux).
+VM_HWM = """
+def vm_hwm_mb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+"""
+
 
 def plain_loop(model, slide_path: str, coords: np.ndarray, ps0: int) -> tuple[int, float]:
     from csbdeep.utils import normalize
@@ -44,8 +53,10 @@ def plain_loop(model, slide_path: str, coords: np.ndarray, ps0: int) -> tuple[in
 
 
 def peak_rss_all_mode(demo: Path, slide_id: str, model_dir: Path) -> dict:
-    code = f"""
-import resource, sys
+    code = (
+        VM_HWM
+        + f"""
+import sys
 sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
 from hwsi_model.cells.model_registry import load_stardist
 from hwsi_model.cells.segment import SegmentParams, segment_patches
@@ -57,8 +68,9 @@ model, _ = load_stardist({str(model_dir)!r})
 with open_slide({str(demo / "cohort" / "slides" / f"{slide_id}.tiff")!r}) as r:
     t, _ = segment_patches(r, model, tiles, np.arange(len(tiles)), SegmentParams(block=4),
                            progress=False)
-print(len(t), len(tiles), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+print(len(t), len(tiles), vm_hwm_mb())
 """
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     cells, patches, mb = out.stdout.split()[-3:]
     return {

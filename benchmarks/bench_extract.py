@@ -28,6 +28,16 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 
 
+# Peak RSS of the child itself: getrusage's ru_maxrss survives exec, so a child would report
+# its parent's peak; /proc's VmHWM belongs to the new address space (Linux).
+VM_HWM = """
+def vm_hwm_mb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+"""
+
+
 def build_vit_b(folder: Path) -> None:
     from transformers import ViTConfig, ViTModel
 
@@ -65,14 +75,17 @@ def clam_loop(slide: Path, coords: np.ndarray, encoder, batch: int = 32) -> floa
 
 
 def peak_rss_embed(slide: Path, tiles_store: Path, enc_dir: Path, out: Path) -> float:
-    code = f"""
-import resource, sys
+    code = (
+        VM_HWM
+        + f"""
+import sys
 from hwsi_model.embed.extract import ExtractParams
 from hwsi_model.embed.steps import embed_patches_step
 embed_patches_step({str(slide)!r}, "s", {str(tiles_store)!r}, "tiny-vit", {str(enc_dir)!r},
                    {str(out)!r}, ExtractParams(num_workers=0), None)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+print(vm_hwm_mb())
 """
+    )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(res.stdout.split()[-1])
 
@@ -165,7 +178,7 @@ def main() -> None:
         # memory vs slide size (tiny encoder)
         build_tiny_encoder(tmp / "tiny", seed=0)
         mem = {}
-        for scale in (1.0, 2.0):
+        for scale in (1.0, 2.0, 4.0):
             d = tmp / f"m{scale}"
             s = generate_demo_cohort(d, n_slides=3, seed=1, scale=scale, progress=False)
             sl = s.parent / "slides" / "demo_000.tiff"
