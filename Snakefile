@@ -2,7 +2,8 @@
 #   snakemake --cores N                        # config.yaml (the demo cohort by default)
 #   snakemake --cores N --configfile my.yaml   # your cohort
 # Per slide: tissue -> patch/region grid -> patch embeddings -> selection -> nuclei ->
-# cell embeddings -> multi-scale cache; then the cohort manifest. See README.md for outputs.
+# cell embeddings -> multi-scale cache; then the cohort manifest, DeepSpeed training of the
+# three stages and their evaluation. See README.md for outputs.
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
@@ -19,6 +20,7 @@ include: "rules/tissue.smk"
 include: "rules/tiling.smk"
 include: "rules/cells.smk"
 include: "rules/embed.smk"
+include: "rules/training.smk"
 
 
 rule all:

@@ -91,8 +91,39 @@ def encoder_inputs(wildcards):
 def all_outputs():
     return [
         f"{OUTDIR}/manifest.csv",
+        f"{OUTDIR}/training/eval_stage1.json",
+        f"{OUTDIR}/training/eval_stage3.json",
         *expand(f"{OUTDIR}/qc/cells/{{slide}}.png", slide=SAMPLES),
         *expand(f"{OUTDIR}/tiles/{{slide}}.zarr", slide=SAMPLES),
         *expand(f"{OUTDIR}/qc/tiling/{{slide}}.png", slide=SAMPLES),
         f"{OUTDIR}/tiles/summary.tsv",
     ]
+
+
+# Training (rules/training.smk).
+TRAIN = config["training"]
+TRAIN_DIR = f"{OUTDIR}/training"
+# "demo": a tiny causal LM built by the workflow from the cohort's text (nothing downloaded).
+TRAIN_LLM = f"{OUTDIR}/models/tiny_llm" if TRAIN["llm"] == "demo" else TRAIN["llm"]
+
+
+def stage_settings(stage):
+    """The training.stageN block without its resource keys."""
+    return {
+        k: v
+        for k, v in TRAIN[f"stage{stage}"].items()
+        if k not in ("gpu", "mem_mb", "runtime", "threads")
+    }
+
+
+def stage_outputs(stage):
+    return {
+        "model": directory(f"{TRAIN_DIR}/stage{stage}/model"),
+        "losses": f"{TRAIN_DIR}/stage{stage}/loss.csv",
+        "plot": f"{TRAIN_DIR}/stage{stage}/loss.png",
+        "metrics": f"{TRAIN_DIR}/stage{stage}/metrics.json",
+    }
+
+
+def llm_input(wildcards):
+    return {"llm": TRAIN_LLM} if TRAIN["llm"] == "demo" else {}

@@ -1,0 +1,141 @@
+# Training of the three MLLM-HWSI stages with DeepSpeed on the cached tensors (hwsi_model.training).
+# Each stage starts from the previous stage's model folder. The DeepSpeed checkpoints live next to
+# the declared outputs (training/stageN/checkpoints, not an output), so a killed job resumes from
+# its last checkpoint when `training.resume` is true. One GPU or CPU: one process (gloo on CPU);
+# `gpu: N > 1`: torchrun over N local GPUs; several nodes: configs/deepspeed/srun_train.sh.
+
+
+rule build_demo_llm:
+    """A tiny Qwen2-shaped causal LM with a tokenizer trained on the cohort's text (demo only)."""
+    input:
+        corpus=[TRAIN["reports"], *TRAIN["instructions"]],
+    output:
+        directory(f"{OUTDIR}/models/tiny_llm"),
+    log:
+        f"{OUTDIR}/logs/build_demo_llm.log",
+    localrule: True
+    conda:
+        "../envs/hwsi.yaml"
+    params:
+        seed=config["demo"]["seed"],
+    shell:
+        "python -m hwsi_model.training.demo_models --out {output} --corpus {input.corpus} "
+        "--seed {params.seed} --log {log}"
+
+
+rule train_stage1:
+    """Stage 1: hierarchical cross-modal alignment (CCAF, region/slide encoders, projectors)."""
+    input:
+        manifest=f"{OUTDIR}/manifest.csv",
+        reports=TRAIN["reports"],
+    output:
+        **stage_outputs(1),
+    log:
+        f"{OUTDIR}/logs/train/stage1.log",
+    conda:
+        "../envs/hwsi.yaml"
+    threads: TRAIN["stage1"]["threads"]
+    resources:
+        gpu=TRAIN["stage1"]["gpu"],
+        mem_mb=TRAIN["stage1"]["mem_mb"],
+        runtime=TRAIN["stage1"]["runtime"],
+    params:
+        stage=1,
+        settings=stage_settings(1),
+        model=TRAIN["model"],
+        llm=None,
+        text_encoder=TRAIN["text_encoder"],
+        resume=TRAIN["resume"],
+        instruction_format=TRAIN["instruction_format"],
+    script:
+        "../workflow_scripts/train_stage.py"
+
+
+rule train_stage2:
+    """Stage 2: V-L projectors into the frozen LLM on the reports (L_LM + auxiliary losses)."""
+    input:
+        unpack(llm_input),
+        manifest=f"{OUTDIR}/manifest.csv",
+        reports=TRAIN["reports"],
+        init=f"{TRAIN_DIR}/stage1/model",
+    output:
+        **stage_outputs(2),
+    log:
+        f"{OUTDIR}/logs/train/stage2.log",
+    conda:
+        "../envs/hwsi.yaml"
+    threads: TRAIN["stage2"]["threads"]
+    resources:
+        gpu=TRAIN["stage2"]["gpu"],
+        mem_mb=TRAIN["stage2"]["mem_mb"],
+        runtime=TRAIN["stage2"]["runtime"],
+    params:
+        stage=2,
+        settings=stage_settings(2),
+        model=None,
+        llm=TRAIN_LLM,
+        text_encoder=None,
+        resume=TRAIN["resume"],
+        instruction_format=TRAIN["instruction_format"],
+    script:
+        "../workflow_scripts/train_stage.py"
+
+
+rule train_stage3:
+    """Stage 3: instruction tuning of the projectors + LLM (LoRA or full)."""
+    input:
+        manifest=f"{OUTDIR}/manifest.csv",
+        reports=TRAIN["reports"],
+        instructions=TRAIN["instructions"],
+        init=f"{TRAIN_DIR}/stage2/model",
+    output:
+        **stage_outputs(3),
+    log:
+        f"{OUTDIR}/logs/train/stage3.log",
+    conda:
+        "../envs/hwsi.yaml"
+    threads: TRAIN["stage3"]["threads"]
+    resources:
+        gpu=TRAIN["stage3"]["gpu"],
+        mem_mb=TRAIN["stage3"]["mem_mb"],
+        runtime=TRAIN["stage3"]["runtime"],
+    params:
+        stage=3,
+        settings=stage_settings(3),
+        model=None,
+        llm=None,
+        text_encoder=None,
+        resume=TRAIN["resume"],
+        instruction_format=TRAIN["instruction_format"],
+    script:
+        "../workflow_scripts/train_stage.py"
+
+
+rule evaluate_training:
+    """Held-out closed-question accuracy (stage 3) and slide <-> report recall@1 (stage 1)."""
+    input:
+        manifest=f"{OUTDIR}/manifest.csv",
+        reports=TRAIN["reports"],
+        stage1=f"{TRAIN_DIR}/stage1/model",
+        stage3=f"{TRAIN_DIR}/stage3/model",
+        instructions=TRAIN["eval_instructions"],
+    output:
+        retrieval=f"{TRAIN_DIR}/eval_stage1.json",
+        closed=f"{TRAIN_DIR}/eval_stage3.json",
+    log:
+        f"{OUTDIR}/logs/train/evaluate.log",
+    conda:
+        "../envs/hwsi.yaml"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=30,
+    params:
+        split=TRAIN["eval_split"],
+    shell:
+        "(python -m hwsi_model.training.demo_eval --model {input.stage1} "
+        "--manifest {input.manifest} --reports {input.reports} --split {params.split} "
+        "--out {output.retrieval} && "
+        "python -m hwsi_model.training.demo_eval --model {input.stage3} "
+        "--manifest {input.manifest} --instructions {input.instructions} "
+        "--split {params.split} --out {output.closed}) 2> {log}"
