@@ -1,7 +1,7 @@
 """Three-stage training on a synthetic class-structured cohort (CPU, tiny models): throughput,
 loss decrease, held-out closed-question accuracy and slide <-> report recall@1 against chance.
 
-    python benchmarks/bench_training.py --slides 30 --out /tmp/hwsi_bench
+    python benchmarks/bench_training.py --slides 30 --out benchmarks/out/training
 
 Slides of a class share patch/cell prototypes (plus noise); reports and questions follow the
 demo cohort's format (diagnosis with shuffled options, a yes/no question with fixed options).
@@ -130,7 +130,7 @@ def main() -> None:
 
     p = argparse.ArgumentParser()
     p.add_argument("--slides", type=int, default=30)
-    p.add_argument("--out", default="/tmp/hwsi_bench")
+    p.add_argument("--out", default="benchmarks/out/training")
     p.add_argument("--epochs", type=int, nargs=3, default=[30, 10, 25])
     a = p.parse_args()
     setup_logging()
