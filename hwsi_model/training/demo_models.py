@@ -59,8 +59,14 @@ def build_demo_llm(
     layers: int = 2,
     vocab_size: int = 1024,
     seed: int = 0,
+    initializer_range: float = 0.02,
 ) -> Path:
-    """Write a Qwen2-shaped LM and its tokenizer (with a chat template) to ``out`` atomically."""
+    """Write a Qwen2-shaped LM and its tokenizer (with a chat template) to ``out`` atomically.
+
+    The tokenizer is a byte-level BPE (as Qwen's) trained on ``texts``, so that
+    ``Qwen2Tokenizer``, which ``AutoTokenizer`` picks for a qwen2 config, rebuilds exactly it.
+    A larger ``initializer_range`` gives random weights that visual tokens can steer (tests).
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
@@ -91,6 +97,7 @@ def build_demo_llm(
         num_key_value_heads=2,
         max_position_embeddings=2048,
         tie_word_embeddings=False,
+        initializer_range=initializer_range,
         pad_token_id=tok.token_to_id("<pad>"),
         eos_token_id=tok.token_to_id("<eos>"),
         bos_token_id=None,

@@ -139,48 +139,17 @@ def tiny_model_config(text_encoder: Path) -> HWSIConfig:
 
 def build_tiny_llm(path: Path, hidden: int = 32) -> Path:
     """A 1-layer Qwen2-shaped causal LM with a byte-level BPE tokenizer and a chat template."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+    from hwsi_model.training.demo_models import build_demo_llm
 
-    specials = ["<pad>", "<eos>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
+    return build_demo_llm(
+        path,
+        [" ".join(WORDS)] * 4,
+        hidden=hidden,
+        layers=1,
         vocab_size=400,
-        special_tokens=specials,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
+        seed=0,
+        initializer_range=0.2,  # stronger random weights: visual tokens can steer the output
     )
-    tok.train_from_iterator([" ".join(WORDS)] * 4, trainer=trainer)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        pad_token="<pad>",
-        eos_token="<eos>",
-        additional_special_tokens=specials[2:],
-    )
-    tokenizer.chat_template = (
-        "{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }} <|end|> {% endfor %}"
-        "{% if add_generation_prompt %}<|assistant|> {% endif %}"
-    )
-    torch.manual_seed(0)
-    config = Qwen2Config(
-        vocab_size=tok.get_vocab_size() + 8,
-        hidden_size=hidden,
-        intermediate_size=2 * hidden,
-        num_hidden_layers=1,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        tie_word_embeddings=False,
-        initializer_range=0.2,
-        pad_token_id=tok.token_to_id("<pad>"),
-        eos_token_id=tok.token_to_id("<eos>"),
-        bos_token_id=None,
-    )
-    Qwen2ForCausalLM(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
 
 
 def build_tiny_text_encoder(path: Path, hidden: int = 16) -> Path:
