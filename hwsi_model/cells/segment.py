@@ -152,7 +152,8 @@ def segment_patches(
         owner = np.zeros(0, np.int64)
         empty = Nuclei.empty(n_rays)
         centroids, polygons, features = empty.centroids, empty.polygons, empty.features
-    counts = np.array([np.sum(owner == p) for p in patches], np.int64)
+    # owner is sorted: each patch's cells are one run of it.
+    counts = np.searchsorted(owner, patches, "right") - np.searchsorted(owner, patches, "left")
     table = CellTable(
         patches=patches,
         patch_offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),

@@ -18,6 +18,7 @@ up a single process; on a machine without GPU DeepSpeed runs on the CPU with glo
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -207,6 +208,24 @@ def _prune_checkpoints(ckpt_dir: Path, keep: int) -> None:
         shutil.rmtree(p, ignore_errors=True)
 
 
+FINGERPRINT_FILE = "run_fingerprint.txt"
+
+
+def run_fingerprint(cfg, params: list[torch.Tensor]) -> str:
+    """Identity of a run: its stage settings and its starting trainable weights (a sample of
+    each tensor, so that a multi-GB model is not hashed whole)."""
+    h = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True, default=str).encode())
+    for p in params:
+        h.update(str(tuple(p.shape)).encode())
+        h.update(p.detach().reshape(-1)[:1024].float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _same_run(ckpt_dir: Path, fingerprint: str) -> bool:
+    f = ckpt_dir / FINGERPRINT_FILE
+    return f.is_file() and f.read_text().strip() == fingerprint
+
+
 def train_stage(
     model: HWSIModel,
     cfg: StageConfig,
@@ -249,6 +268,7 @@ def train_stage(
     if cfg.max_steps is not None:
         total_steps = min(total_steps, cfg.max_steps)
 
+    fingerprint = run_fingerprint(cfg, params)  # before ZeRO partitions anything
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, total_steps))
     engine, _, _, _ = deepspeed.initialize(
@@ -260,6 +280,16 @@ def train_stage(
     )
     state = {"step": 0, "epoch": 0, "micro_in_epoch": 0, "best_val": math.inf, "bad_epochs": 0}
     resumed_from = None
+    if resume and (ckpt_dir / "latest").exists() and not _same_run(ckpt_dir, fingerprint):
+        # Settings or starting weights changed (e.g. more epochs, a retrained previous stage):
+        # the checkpoint belongs to another run, continuing it would mix the two.
+        log.warning(
+            "stage %d: checkpoints in %s are from other settings or starting weights; "
+            "training this stage afresh",
+            cfg.stage,
+            ckpt_dir,
+        )
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
     if resume and (ckpt_dir / "latest").exists():
         path, client = engine.load_checkpoint(str(ckpt_dir), load_module_strict=False)
         if path is None:
@@ -284,6 +314,7 @@ def train_stage(
             exclude_frozen_parameters=True,
         )
         if rank == 0:
+            (ckpt_dir / FINGERPRINT_FILE).write_text(fingerprint)
             _prune_checkpoints(ckpt_dir, cfg.keep_checkpoints)
 
     from tqdm.auto import tqdm

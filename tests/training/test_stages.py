@@ -233,3 +233,16 @@ def test_strict_option_letter_parser() -> None:
     assert parse_option_letter("D) four", 3) is None  # beyond the options
     assert parse_option_letter("The answer is B", 3) is None  # not first: wrong
     assert parse_option_letter("Benign glands", 3) is None
+
+
+def test_changed_settings_do_not_resume_an_old_run(stage1, cohort, tmp_path) -> None:
+    """A checkpoint from other settings is not continued (it would mix two runs)."""
+    train, _ = build_datasets(1, cohort["manifest"], cohort["reports"])
+    cfg = stage1["cfg"]
+    cut = train_stage(stage1["factory"](), cfg, train, tmp_path, progress=False, stop_at_step=STOP)
+    assert cut.steps == STOP
+    longer = stage_config(1, epochs=cfg.epochs + 1)
+    result = train_stage(stage1["factory"](), longer, train, tmp_path, progress=False, resume=True)
+    assert result.resumed_from is None and result.steps == result.total_steps
+    same = train_stage(stage1["factory"](), longer, train, tmp_path, progress=False, resume=True)
+    assert same.resumed_from == result.total_steps  # the same settings do resume
