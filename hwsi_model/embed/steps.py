@@ -155,15 +155,11 @@ def embed_cells_step(
     rows = sel[sel >= 0]
     table, _ = read_cells(cells_store)
     pos_in_table = np.searchsorted(table.patches, rows)
-    found = (pos_in_table < len(table.patches)) & (
-        table.patches[np.minimum(pos_in_table, len(table.patches) - 1)] == rows
-        if len(table.patches)
-        else False
-    )
-    if len(rows) and not np.all(found):
+    missing = np.setdiff1d(rows, table.patches)
+    if len(missing):
         raise HwsiError(
-            f"slide '{slide_id}': {int((~np.asarray(found)).sum())} selected patches were not "
-            "segmented; re-run segment_cells with the current selection"
+            f"slide '{slide_id}': {len(missing)} selected patches were not segmented; "
+            "re-run segment_cells with the current selection"
         )
     encoder = _load_encoder(encoder_name, checkpoint, params)
     ps, ps0 = tiles.geometry.patch_size, tiles.geometry.patch_size_level0

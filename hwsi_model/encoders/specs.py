@@ -8,7 +8,7 @@ file to fetch by hand. Architectures and preprocessing follow the model cards an
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from hwsi_model.encoders.base import IMAGENET_MEAN, IMAGENET_STD, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
@@ -76,6 +76,32 @@ class EncoderSpec:
 
 
 _SWIGLU = {"mlp_layer": "timm:layers.SwiGLUPacked", "act_layer": "torch:nn.SiLU"}
+
+_HOPTIMUS_0 = EncoderSpec(
+    name="h-optimus-0",
+    family="timm",
+    embed_dim=1536,
+    token_dim=1536,
+    input_size=224,
+    mean=HOPTIMUS_MEAN,
+    std=HOPTIMUS_STD,
+    precision="bf16",
+    hf_repo="bioptimus/H-optimus-0",
+    checkpoint_file="pytorch_model.bin",
+    pooling="cls",
+    arch="vit_giant_patch14_reg4_dinov2",
+    arch_kwargs={
+        "img_size": 224,
+        "num_classes": 0,
+        "global_pool": "token",
+        "init_values": 1e-5,
+        "dynamic_img_size": True,
+    },
+    notes=(
+        "H-optimus-0: ViT-g/14 with 4 registers (1.1B); CLS token; 16 x 16 grid. The repo "
+        "may ship model.safetensors instead of pytorch_model.bin: either works. TRIDENT: fp16."
+    ),
+)
 
 NAMED_SPECS: tuple[EncoderSpec, ...] = (
     EncoderSpec(
@@ -230,55 +256,14 @@ NAMED_SPECS: tuple[EncoderSpec, ...] = (
             "Trained at 0.5/1/2 mpp mixtures; 16 x 16 token grid."
         ),
     ),
-    EncoderSpec(
-        name="h-optimus-0",
-        family="timm",
-        embed_dim=1536,
-        token_dim=1536,
-        input_size=224,
-        mean=HOPTIMUS_MEAN,
-        std=HOPTIMUS_STD,
-        precision="bf16",
-        hf_repo="bioptimus/H-optimus-0",
-        checkpoint_file="pytorch_model.bin",
-        pooling="cls",
-        arch="vit_giant_patch14_reg4_dinov2",
-        arch_kwargs={
-            "img_size": 224,
-            "num_classes": 0,
-            "global_pool": "token",
-            "init_values": 1e-5,
-            "dynamic_img_size": True,
-        },
-        notes=(
-            "H-optimus-0: ViT-g/14 with 4 registers (1.1B); CLS token; 16 x 16 grid. The repo "
-            "may ship model.safetensors instead of pytorch_model.bin: either works. TRIDENT: fp16."
-        ),
-    ),
-    EncoderSpec(
+    _HOPTIMUS_0,
+    # Same architecture and normalisation as H-optimus-0 (per TRIDENT); the mean/std are
+    # assumed unchanged.
+    replace(
+        _HOPTIMUS_0,
         name="h-optimus-1",
-        family="timm",
-        embed_dim=1536,
-        token_dim=1536,
-        input_size=224,
-        mean=HOPTIMUS_MEAN,
-        std=HOPTIMUS_STD,
-        precision="bf16",
         hf_repo="bioptimus/H-optimus-1",
-        checkpoint_file="pytorch_model.bin",
-        pooling="cls",
-        arch="vit_giant_patch14_reg4_dinov2",
-        arch_kwargs={
-            "img_size": 224,
-            "num_classes": 0,
-            "global_pool": "token",
-            "init_values": 1e-5,
-            "dynamic_img_size": True,
-        },
-        notes=(
-            "H-optimus-1: same architecture and normalisation as H-optimus-0 (per TRIDENT); "
-            "the mean/std are assumed unchanged from H-optimus-0."
-        ),
+        notes="H-optimus-1: as H-optimus-0; mean/std assumed unchanged from H-optimus-0.",
     ),
     EncoderSpec(
         name="prov-gigapath",
