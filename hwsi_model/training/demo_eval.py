@@ -1,7 +1,7 @@
 """Held-out evaluation of a trained model: closed-question accuracy and slide <-> report recall@1.
 
-- :func:`closed_accuracy`: greedy decoding (deterministic), a strict option-letter parser
-  (:func:`parse_option_letter`: the answer must start with the letter), accuracy overall and per
+- :func:`closed_accuracy`: greedy decoding (deterministic), the strict option-letter parser
+  (``hwsi_model.evaluation.parsing.parse_option_letter``, imported here), accuracy overall and per
   task, next to chance (mean of 1 / number of options).
 - :func:`retrieval_recall` (stage 1): WSI token vs report paragraph in the alignment space;
   recall@1 slide -> report and report -> slide, next to chance (1 / number of slides).
@@ -18,29 +18,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import re
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
+from hwsi_model.evaluation.parsing import parse_option_letter
 from hwsi_model.model.mllm import HWSIModel
 from hwsi_model.training.data import PairDataset, SlideStore, collate_examples, read_manifest
-from hwsi_model.training.formats import LETTERS, read_instructions, read_reports
+from hwsi_model.training.formats import read_instructions, read_reports
 
 log = logging.getLogger(__name__)
-
-_LETTER = re.compile(r"^\s*\(?([A-J])(?:[).:,]|\s|$)")
-
-
-def parse_option_letter(text: str, n_options: int) -> str | None:
-    """The option letter a generated answer starts with (``"B) High."``, ``"(B)"``, ``"B"``), or
-    ``None``: anything else (no letter first, or a letter beyond the options) counts as wrong."""
-    m = _LETTER.match(text)
-    if not m or LETTERS.index(m.group(1)) >= n_options:
-        return None
-    return m.group(1)
 
 
 def _batches(ds: PairDataset, batch_size: int):
