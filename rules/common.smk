@@ -1,9 +1,22 @@
 # Shared set-up: sample sheet, output layout and per-step parameter hashes.
 
+import os
+
+from snakemake.logging import logger
+
 from hwsi_model.config import config_hash
 from hwsi_model.samples import read_sample_sheet
 
 SAMPLES = read_sample_sheet(config["samples"])
+# A slide that disappeared after its steps ran keeps its finished outputs; a step that still
+# needs the file stops the plan with Snakemake's "Missing input files" naming it. Say why first.
+for _sid, _sample in SAMPLES.items():
+    if not os.path.exists(_sample.path):
+        logger.warning(
+            f"slide '{_sid}': {_sample.path} (sample sheet {config['samples']}) does not "
+            "exist: its finished outputs are kept, steps that still need the file cannot "
+            "run; restore the file or remove its row"
+        )
 OUTDIR = config["outdir"].rstrip("/")
 TISSUE_CFG = config["tissue"]
 # Detection parameters only: the patch threshold belongs to the tiling step.
@@ -52,6 +65,8 @@ EMBED_HASH = config_hash(
         "tiles": TILES_HASH,
     }
 )
+# Recorded in the cell-embedding store (its inputs carry the selection and cells hashes).
+CELL_EMB_HASH = config_hash({"embed": EMBED_HASH, "top_k": SELECTION["top_k"]})
 CACHE_HASH = config_hash(
     {"embed": EMBED_HASH, "selection": SELECTION, "cells": CELLS_HASH}
 )

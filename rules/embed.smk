@@ -86,6 +86,7 @@ rule embed_cells:
         extract=EXTRACT_PARAMS,
         top_k=SELECTION["top_k"],
         mpp_override=slide_mpp_override,
+        config_hash=CELL_EMB_HASH,
     script:
         "../workflow_scripts/embed_cells.py"
 

@@ -22,6 +22,7 @@ def main(smk) -> int:
             ExtractParams(**p.extract),
             top_k=p.top_k,
             mpp_override=float(p.mpp_override) or None,
+            config_hash=p.config_hash,
         ),
         log_file=smk.log[0],
     )

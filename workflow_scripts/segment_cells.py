@@ -27,6 +27,7 @@ def main(smk) -> int:
             geojson=smk.output.geojson,
             mpp_override=float(p.mpp_override) or None,
             threads=smk.threads,
+            config_hash=smk.params.config_hash,
         ),
         log_file=smk.log[0],
     )

@@ -15,6 +15,7 @@ from hwsi_model.cells.qc import render_cells_qc
 from hwsi_model.cells.segment import SegmentParams, segment_patches
 from hwsi_model.cells.store import write_cells
 from hwsi_model.errors import HwsiError
+from hwsi_model.provenance import describe
 from hwsi_model.slide.reader import open_slide
 from hwsi_model.tiling.grid import TileGrid
 from hwsi_model.tiling.store import read_tiles
@@ -51,6 +52,7 @@ def segment_step(
     mpp_override: float | None = None,
     allow_download: bool = False,
     threads: int | None = None,
+    config_hash: str = "",
 ) -> None:
     """Segment one slide's patches (``patch_list``; ``None`` = all tissue patches)."""
     tiles, tiles_attrs = read_tiles(tiles_store)
@@ -72,6 +74,16 @@ def segment_step(
             "mode": "all" if patch_list is None else "selected",
             "normalization": pct.to_attrs(),
             "tiles_config_hash": tiles_attrs.get("config_hash", ""),
+            "config_hash": config_hash,
+            "provenance": describe(
+                config_hash,
+                {
+                    "slide": slide_path,
+                    "tiles": tiles_store,
+                    "patch_list": patch_list,
+                    "model": folder,
+                },
+            ),
         }
         write_cells(out_store, table, attrs)
         with atomic_output(qc_png) as tmp:

@@ -18,6 +18,7 @@ from hwsi_model.embed.dataset import SlidePatchDataset
 from hwsi_model.embed.extract import ExtractParams, embed_slide, encode_batches, resolve_device
 from hwsi_model.embed.writer import RowWriter, rows_per_chunk
 from hwsi_model.errors import HwsiError, StoreError
+from hwsi_model.provenance import describe
 from hwsi_model.samples import Sample
 from hwsi_model.tiling.store import read_tiles
 
@@ -31,6 +32,11 @@ def _load_encoder(name: str, checkpoint: str | None, params: ExtractParams):
     from hwsi_model.encoders import load_encoder
 
     return load_encoder(name, checkpoint=checkpoint or None, device=resolve_device(params.device))
+
+
+def _checkpoint_input(checkpoint: str | None) -> str | None:
+    """The encoder checkpoint as a provenance input when it is a local path."""
+    return checkpoint if checkpoint and Path(checkpoint).exists() else None
 
 
 def _encoder_attrs(encoder, name: str, checkpoint: str | None) -> dict:
@@ -76,6 +82,14 @@ def embed_patches_step(
                 "config_hash": config_hash,
                 "extract": asdict(params),
                 **_encoder_attrs(encoder, encoder_name, checkpoint),
+                "provenance": describe(
+                    config_hash,
+                    {
+                        "slide": slide_path,
+                        "tiles": tiles_store,
+                        "encoder": _checkpoint_input(checkpoint),
+                    },
+                ),
             }
         )
     log.info("slide '%s': %d patch embeddings of width %d", slide_id, n, d)
@@ -126,7 +140,8 @@ def select_step(
 
 def read_selection(csv: str | Path, n_regions: int, top_k: int) -> np.ndarray:
     """``[R, K] int64`` from a selection CSV (-1 where a region has fewer patches)."""
-    df = pd.read_csv(csv)
+    # Explicit dtypes: a slide without tissue has a header-only CSV (read as float/object).
+    df = pd.read_csv(csv, dtype={"region": np.int64, "rank": np.int64, "patch_index": np.int64})
     sel = np.full((n_regions, top_k), -1, np.int64)
     sel[df["region"].to_numpy(), df["rank"].to_numpy()] = df["patch_index"].to_numpy()
     return sel
@@ -144,6 +159,7 @@ def embed_cells_step(
     params: ExtractParams,
     top_k: int,
     mpp_override: float | None = None,
+    config_hash: str = "",
 ) -> None:
     """Per-nucleus embeddings of the selected patches: pooled encoder tokens ++ morphometrics.
 
@@ -200,7 +216,18 @@ def embed_cells_step(
                 "schema_version": 1,
                 "slide_id": slide_id,
                 "cell_dim": int(width),
+                "config_hash": config_hash,
                 **_encoder_attrs(encoder, encoder_name, checkpoint),
+                "provenance": describe(
+                    config_hash,
+                    {
+                        "slide": slide_path,
+                        "tiles": tiles_store,
+                        "selection": selection_csv,
+                        "cells": cells_store,
+                        "encoder": _checkpoint_input(checkpoint),
+                    },
+                ),
             }
         )
     log.info("slide '%s': %d cell embeddings of width %d", slide_id, len(cell_emb), width)
@@ -261,6 +288,15 @@ def build_cache_step(
         "n_regions": tiles.n_regions,
         "n_selected": int((sel >= 0).sum()),
         "n_cells": int(arrays["cell_emb"].shape[0]),
+        "provenance": describe(
+            config_hash,
+            {
+                "tiles": tiles_store,
+                "embeddings": emb_store,
+                "selection": selection_csv,
+                "cell_embeddings": cell_emb_store,
+            },
+        ),
     }
     write_cache(out_store, arrays, attrs)
     problems = validate_cache(out_store)
@@ -290,6 +326,7 @@ def manifest_step(caches: list[str | Path], samples: dict[str, Sample], out_csv:
                 "cohort": s.cohort if s else None,
                 "encoder": attrs["encoder"],
                 "config_hash": attrs.get("config_hash", ""),
+                "provenance_id": (attrs.get("provenance") or {}).get("id", ""),
             }
         )
     df = pd.DataFrame(rows)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from hwsi_model.atomic import atomic_output
+from hwsi_model.provenance import describe
 from hwsi_model.slide.reader import open_slide
 from hwsi_model.tiling.grid import TileGrid, build_tile_grid, patch_geometry
 from hwsi_model.tiling.qc import render_tiling_qc
@@ -83,6 +84,9 @@ def tiling_step(
             "area_um2": tissue.area_um2,
         },
         "config_hash": config_hash,
+        "provenance": describe(
+            config_hash, {"slide": tissue.meta.get("slide_path"), "tissue": tissue_dir}
+        ),
     }
     write_tiles(out_store, tiles, attrs)
     with atomic_output(qc_png) as tmp:

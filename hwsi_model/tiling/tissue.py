@@ -128,6 +128,7 @@ def save_tissue(
 ) -> None:
     """Write ``mask.png`` (0/255), ``thumbnail.jpg``, ``tissue.json`` to ``out_dir`` atomically."""
     from hwsi_model import __version__
+    from hwsi_model.provenance import describe
 
     meta = {
         "schema": "hwsi.tissue",
@@ -145,6 +146,7 @@ def save_tissue(
         "params": asdict(params),
         "config_hash": config_hash,
         "hwsi_version": __version__,
+        "provenance": describe(config_hash, {"slide": reader.path}),
     }
     with atomic_output(out_dir) as tmp:
         tmp.mkdir()

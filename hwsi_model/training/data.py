@@ -43,12 +43,16 @@ def read_manifest(path: str | Path, splits: Sequence[str] | None = None) -> list
 
     A relative ``cache`` path that does not exist from the working directory is resolved against
     the manifest's folder and then its parent (manifests written by the workflow hold paths
-    relative to the repository root).
+    relative to the repository root). Slides whose cache has no patch (``n_patches`` 0: no
+    tissue) are left out with a warning.
     """
     path = Path(path)
     rows = []
     with open(path, newline="") as f:
         for r in csv.DictReader(f):
+            if (r.get("n_patches") or "").strip() == "0":  # a slide without tissue
+                log.warning("slide '%s' has no tissue patches: left out of training", r["slide_id"])
+                continue
             cache = Path(r["cache"])
             if not cache.is_absolute() and not cache.exists():
                 for base in (path.parent, path.parent.parent):

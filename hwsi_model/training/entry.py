@@ -25,6 +25,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from hwsi_model import provenance
+from hwsi_model.config import config_hash
 from hwsi_model.model.config import HWSIConfig
 from hwsi_model.training.config import StageConfig
 from hwsi_model.training.data import PairDataset, SlideStore, read_manifest
@@ -127,7 +129,55 @@ def run_stage(
         )
     else:
         raise ValueError(f"stage {cfg.stage} starts from the previous stage's folder (--init)")
-    return train_stage(model, cfg, train, out_dir, val_ds=val, resume=resume, progress=progress)
+    result = train_stage(model, cfg, train, out_dir, val_ds=val, resume=resume, progress=progress)
+    model_dir = Path(result.model_dir)
+    if provenance.env_rank() == 0 and model_dir.is_dir():
+        _record_provenance(
+            model_dir,
+            cfg,
+            manifest,
+            init,
+            model_config,
+            reports,
+            instructions,
+            llm_path,
+            text_encoder_path,
+        )
+    return result
+
+
+def _record_provenance(
+    model_dir: Path,
+    cfg: StageConfig,
+    manifest: str | Path,
+    init: str | Path | None,
+    model_config: str | Path | dict | HWSIConfig | None,
+    reports: str | Path | None,
+    instructions: Sequence[str | Path],
+    llm_path: str | None,
+    text_encoder_path: str | None,
+) -> None:
+    """Write ``provenance.json`` into the model folder: code, settings hash, inputs (the manifest,
+    the digest of its caches' provenance ids, the previous stage's folder, LLM, text)."""
+    caches = [row.cache for row in read_manifest(manifest)] if Path(manifest).is_file() else []
+    local = {
+        "init": init,
+        "model_config": model_config if isinstance(model_config, str | Path) else None,
+        "reports": reports,
+        "llm": llm_path if llm_path and Path(llm_path).exists() else None,
+        "text_encoder": (
+            text_encoder_path if text_encoder_path and Path(text_encoder_path).exists() else None
+        ),
+    }
+    inputs = {
+        "manifest": manifest,
+        "caches": provenance.combined_fingerprint(caches),
+        **local,
+        **{f"instructions_{i}": p for i, p in enumerate(instructions)},
+    }
+    prov = provenance.describe(config_hash(cfg.to_dict()), inputs)
+    provenance.write_provenance(model_dir, prov)
+    log.info("stage %d model %s: provenance %s", cfg.stage, model_dir, prov["id"])
 
 
 def _parse_value(text: str) -> Any:
