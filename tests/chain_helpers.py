@@ -70,24 +70,49 @@ def run_chain(out: Path, slide: Path, sid: str, encoder: Path, steps: int = 7) -
     calls = [
         lambda: tissue_step(slide, sid, paths["tissue"], TissueParams(), config_hash="t0"),
         lambda: tiling_step(
-            sid, paths["tissue"], paths["tiles"], out / "qc" / f"{sid}.png", region_size=2,
+            sid,
+            paths["tissue"],
+            paths["tiles"],
+            out / "qc" / f"{sid}.png",
+            region_size=2,
             config_hash="tiles0",
-        ),  # fmt: skip
+        ),
         lambda: embed_patches_step(
-            str(slide), sid, paths["tiles"], "tiny-vit", str(encoder), paths["embeddings"],
-            params, config_hash="emb0",
-        ),  # fmt: skip
+            str(slide),
+            sid,
+            paths["tiles"],
+            "tiny-vit",
+            str(encoder),
+            paths["embeddings"],
+            params,
+            config_hash="emb0",
+        ),
         lambda: select_step(paths["embeddings"], paths["tiles"], paths["selection"], 4, TOP_K),
         lambda: fake_cells(paths["tiles"], paths["selection"], paths["cells"]),
         lambda: embed_cells_step(
-            str(slide), sid, paths["tiles"], paths["selection"], paths["cells"], "tiny-vit",
-            str(encoder), paths["cell_embeddings"], params, TOP_K, config_hash="cemb0",
-        ),  # fmt: skip
+            str(slide),
+            sid,
+            paths["tiles"],
+            paths["selection"],
+            paths["cells"],
+            "tiny-vit",
+            str(encoder),
+            paths["cell_embeddings"],
+            params,
+            TOP_K,
+            config_hash="cemb0",
+        ),
         lambda: build_cache_step(
-            sid, paths["tiles"], paths["embeddings"], paths["selection"],
-            paths["cell_embeddings"], paths["cache"], TOP_K, {"rule": "test"},
+            sid,
+            paths["tiles"],
+            paths["embeddings"],
+            paths["selection"],
+            paths["cell_embeddings"],
+            paths["cache"],
+            TOP_K,
+            {"rule": "test"},
             config_hash="cache0",
-        ),  # fmt: skip
+        ),
     ]
     for call in calls[:steps]:
         call()

@@ -112,7 +112,9 @@ def test_cache_fingerprint_and_manifest_name_the_version(chain, tmp_path):
     assert fp["provenance_id"] == a["provenance"]["id"] and fp["complete"] is True
     assert fp["slide_id"] == "s" and fp["encoder"] == "tiny-vit"
     assert fp["config_hash"] == "cache0" and fp["hwsi_version"] == __version__
-    df = manifest_step([chain["cache"]], {"s": Sample("s", str(chain["slide"]))}, tmp_path / "m.csv")
+    df = manifest_step(
+        [chain["cache"]], {"s": Sample("s", str(chain["slide"]))}, tmp_path / "m.csv"
+    )
     assert df.loc[0, "provenance_id"] == fp["provenance_id"]
     with pytest.raises(FileNotFoundError):
         cache_fingerprint(tmp_path / "nothing.zarr")
