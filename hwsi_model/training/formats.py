@@ -18,6 +18,8 @@ Every reader returns plain records joined later to the cohort manifest by ``slid
                       ``Answer`` (a letter), optional ``Task``/``Broad Category``
   ``wsivqa``          WSI-VQA JSON list: ``Id``, ``Question``, ``Answer``, ``Choice`` (list; empty
                       for open questions, else the answer is one of the choices' texts)
+  ``wsibench_test``   WSI-Bench test JSONL: ``question_id``, ``image``, ``question``,
+                      ``T-answer`` (reference), ``metadata`` (task)
   ==================  ======================================================================
 
 Multi-turn conversations become one item per (human, gpt) turn, each with the slide. The
@@ -125,13 +127,28 @@ def strip_image_tag(text: str) -> str:
     return _IMAGE_TAG.sub("\n", text).strip()
 
 
+_INLINE_OPTION = re.compile(r"(?:^|(?<=\s))\(?([A-J])\)\s+")
+
+
 def parse_options(question: str) -> list[str]:
-    """Choice texts of lines ``A) text`` / ``A. text`` / ``(A) text`` in a question."""
+    """Choice texts of lines ``A) text`` / ``A. text`` / ``(A) text`` in a question, or of
+    options on one line, ``"... tumour? A) x B) y C) z"`` (WSI-Bench choice files: at least two
+    options, letters ``A``, ``B``, ... in order, each with a closing parenthesis)."""
     found = re.findall(r"^\s*\(?([A-J])[).:]\s+(.+?)\s*$", question, flags=re.MULTILINE)
     letters = [f[0] for f in found]
     if letters and letters == list(LETTERS[: len(letters)]):
         return [f[1] for f in found]
-    return []
+    marks = list(_INLINE_OPTION.finditer(question))
+    start = next((i for i, m in enumerate(marks) if m.group(1) == "A"), None)
+    if start is None:
+        return []
+    marks = marks[start:]
+    letters = [m.group(1) for m in marks]
+    n = next((i for i, c in enumerate(letters) if c != LETTERS[i]), len(letters))
+    if n < 2:
+        return []
+    ends = [m.start() for m in marks[1:n]] + [len(question)]
+    return [question[m.end() : e].strip() for m, e in zip(marks[:n], ends, strict=True)]
 
 
 # -- reports ----------------------------------------------------------------------------------
@@ -177,6 +194,8 @@ def read_wsibench(path: str | Path) -> list[InstructionItem]:
             letter = rec.get("answer") if t == 0 and qtype == "closed" else None
             if qtype == "closed" and not (isinstance(letter, str) and len(letter) == 1):
                 letter = _letter_of_answer(answer, options)
+            if letter is None and qtype == "closed" and not rec.get("question_type"):
+                qtype, options = "open", []  # option-like text, but the answer is no option
             items.append(
                 InstructionItem(
                     slide_id=sid,
@@ -266,8 +285,39 @@ def read_wsivqa(path: str | Path) -> list[InstructionItem]:
     return items
 
 
+def read_wsibench_test(path: str | Path) -> list[InstructionItem]:
+    """WSI-Bench test JSONL: ``question_id``, ``image``, ``question``, ``T-answer`` (the
+    reference), ``metadata`` (the task, e.g. ``Morphology``). Inline options make a closed
+    item (answer letter from the reference); otherwise the item is open."""
+    items = []
+    for rec in _load_records(path):
+        qid = str(rec.get("question_id") or rec.get("id") or "")
+        sid = str(rec.get("slide_id") or slide_id_from_image(rec.get("image")))
+        if not sid:
+            raise DataFormatError(f"{path}: record {qid!r} names no slide")
+        q = strip_image_tag(_first(rec, ("question", "text", "prompt"), "question", path))
+        a = _first(rec, ("T-answer", "answer", "gpt_answer"), "reference answer", path).strip()
+        options = list(rec.get("options") or []) or parse_options(q)
+        letter = _letter_of_answer(a, options) if options else None
+        closed = bool(options) and letter is not None
+        items.append(
+            InstructionItem(
+                slide_id=sid,
+                question=q,
+                answer=a,
+                id=qid or f"{sid}_{len(items)}",
+                question_type="closed" if closed else "open",
+                task=str(rec.get("metadata") or rec.get("task") or ""),
+                options=options if closed else [],
+                answer_letter=letter,
+            )
+        )
+    return items
+
+
 READERS: dict[str, Callable[[str | Path], list[InstructionItem]]] = {
     "wsibench": read_wsibench,
+    "wsibench_test": read_wsibench_test,
     "demo": read_wsibench,
     "llava": read_wsibench,
     "slideinstruct": read_slideinstruct,
@@ -278,7 +328,8 @@ READERS: dict[str, Callable[[str | Path], list[InstructionItem]]] = {
 
 def read_instructions(path: str | Path, fmt: str = "auto") -> list[InstructionItem]:
     """Instruction items of ``path`` in format ``fmt`` (``auto``: CSV -> SlideBench, a record with
-    ``conversations`` -> WSI-Bench/LLaVA, with ``Question`` -> WSI-VQA)."""
+    ``conversations`` -> WSI-Bench/LLaVA, with ``T-answer``/``question_id`` -> WSI-Bench test
+    JSONL, else WSI-VQA)."""
     path = Path(path)
     if fmt == "auto":
         if path.suffix == ".csv":
@@ -286,7 +337,12 @@ def read_instructions(path: str | Path, fmt: str = "auto") -> list[InstructionIt
         else:
             recs = _load_records(path)
             first = recs[0] if recs else {}
-            fmt = "wsibench" if "conversations" in first else "wsivqa"
+            if "conversations" in first:
+                fmt = "wsibench"
+            elif "T-answer" in first or "question_id" in first:
+                fmt = "wsibench_test"
+            else:
+                fmt = "wsivqa"
     if fmt not in READERS:
         raise DataFormatError(f"unknown instruction format {fmt!r}; use one of {sorted(READERS)}")
     return READERS[fmt](path)
