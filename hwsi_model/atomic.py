@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,6 +36,19 @@ def remove_stale_temporaries(final: str | Path) -> list[Path]:
     if removed:
         log.info("removed %d stale temporary output(s) of %s", len(removed), final.name)
     return removed
+
+
+def _discard(tmp: Path) -> None:
+    """Delete a failed temporary output. A writer's background tasks (Zarr writes chunks
+    concurrently) may still be creating files in it for a moment after the first error (e.g.
+    ENOSPC): remove again until it stays gone (about 1.5 s at most)."""
+    for attempt in range(6):
+        with contextlib.suppress(OSError):
+            _remove(tmp)
+        time.sleep(0.025 * 2**attempt)
+        if not (tmp.exists() or tmp.is_symlink()):
+            return
+    log.warning("could not remove the temporary output %s", tmp)
 
 
 def _remove(path: Path) -> None:
@@ -67,8 +81,7 @@ def atomic_output(final: str | Path) -> Iterator[Path]:
         else:
             os.replace(tmp, final)
     except BaseException:
-        with contextlib.suppress(OSError):
-            _remove(tmp)
+        _discard(tmp)
         raise
 
 

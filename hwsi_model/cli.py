@@ -5,7 +5,7 @@ Sub-commands:
     hwsi demo-cohort OUTDIR         write the synthetic demo cohort (slides, sheet, reports, VQA)
     hwsi tile SLIDE --out DIR       tissue detection + patch/region grid for one slide
     hwsi segment INPUT --out DIR    StarDist nuclei of an image or slide region (GeoJSON, CSV)
-    hwsi check [OUTDIR]             validate every multi-scale cache of a cohort
+    hwsi check [OUTDIR]             validate every store of a cohort (tiles, cells, caches, ...)
     hwsi check-config CONFIG        validate a workflow config against the schema
 """
 
@@ -105,20 +105,25 @@ def _cmd_segment(args: argparse.Namespace) -> None:
 
 
 def _cmd_check(args: argparse.Namespace) -> None:
-    from hwsi_model.embed.steps import check_caches
+    from hwsi_model.check import KINDS, check_cohort
 
-    results = check_caches(args.outdir)
+    results = check_cohort(args.outdir)
     if not results:
-        raise HwsiError(f"no caches under {Path(args.outdir) / 'cache'}")
-    bad = {k: v for k, v in results.items() if v}
-    for slide, problems in results.items():
-        print(
-            f"{'BAD' if problems else 'ok '}  {slide}"
-            + (f": {'; '.join(problems)}" if problems else "")
-        )
-    print(f"{len(results) - len(bad)} valid, {len(bad)} bad cache(s)")
+        raise HwsiError(f"no stores under {args.outdir} ({', '.join(KINDS)})")
+    bad, total = [], 0
+    for kind, stores in results.items():
+        for slide, problems in stores.items():
+            total += 1
+            name = f"{kind}/{slide}"
+            print(
+                f"{'BAD' if problems else 'ok '}  {name}"
+                + (f": {'; '.join(problems)}" if problems else "")
+            )
+            if problems:
+                bad.append(name)
+    print(f"{total - len(bad)} valid, {len(bad)} bad store(s)")
     if bad:
-        raise HwsiError(f"{len(bad)} invalid cache(s): {', '.join(sorted(bad))}")
+        raise HwsiError(f"{len(bad)} invalid store(s): {', '.join(bad)}")
 
 
 def _cmd_check_config(args: argparse.Namespace) -> None:
@@ -169,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-download", action="store_true")
     p.set_defaults(func=_cmd_segment)
 
-    p = sub.add_parser("check", help="validate every multi-scale cache of a cohort")
+    p = sub.add_parser("check", help="validate every store of a cohort; list the bad ones")
     p.add_argument("outdir", nargs="?", default="results", help="the workflow's outdir")
     p.set_defaults(func=_cmd_check)
 
