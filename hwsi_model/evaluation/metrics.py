@@ -9,7 +9,9 @@ Open text (:func:`open_text_metrics`), hypotheses against one reference each:
 - **BLEU-1..4**: ``nltk.translate.bleu_score.corpus_bleu`` with the cumulative weights
   ``(1,)``, ``(1/2, 1/2)``, ``(1/3, 1/3, 1/3)``, ``(1/4,) * 4``, no smoothing, one brevity
   penalty over the corpus (Papineni et al.; clipped n-gram counts summed over all items, not
-  a mean of sentence scores). A BLEU-n whose n-gram matches are all zero is 0.
+  a mean of sentence scores). A BLEU-n whose n-gram matches are all zero is 0. The tests
+  check it against ``sacrebleu`` (``max_ngram_order=n``, no smoothing, same tokens). Papers
+  that average smoothed sentence BLEU (e.g. the WSI-LLaVA scripts) report other numbers.
 - **ROUGE-L**: ``rouge_score.RougeScorer(["rougeL"], use_stemmer=True)`` F-measure, mean
   over items.
 - **METEOR**: ``nltk.translate.meteor_score.meteor_score`` (alpha 0.9, beta 3, gamma 0.5),

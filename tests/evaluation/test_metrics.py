@@ -153,3 +153,17 @@ def test_zero_shot_by_hand() -> None:
     assert r["balanced_accuracy"] == pytest.approx((1 / 2 + 1 + 1) / 3)
     assert r["chance"] == pytest.approx(1 / 3)
     assert r["confusion"]["matrix"][0] == [1, 1, 0, 0]
+
+
+def test_bleu_agrees_with_sacrebleu() -> None:
+    """Cross-check: sacrebleu's corpus BLEU (max order n, no smoothing) on our tokens."""
+    from sacrebleu.metrics import BLEU
+
+    hyps = [HYP, "tumour cells grow in solid sheets .", "a b c d e"]
+    refs = [REF, "tumour cells grow in sheets without glands .", "a b c d e f"]
+    ours = bleu(hyps, refs)
+    joined_h = [" ".join(tokenize(h)) for h in hyps]
+    joined_r = [[" ".join(tokenize(r)) for r in refs]]
+    for n in (1, 2, 3, 4):
+        sb = BLEU(tokenize="none", smooth_method="none", max_ngram_order=n, effective_order=False)
+        assert ours[f"bleu{n}"] == pytest.approx(sb.corpus_score(joined_h, joined_r).score / 100)
