@@ -239,6 +239,13 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
 
 
+def training_curves(training_dir: str | Path) -> dict[str, Path]:
+    """``{"stage 1": .../stage1/loss.png, ...}``: the loss plots that training writes in each
+    stage folder (``stage*/loss.png``), in stage order; missing ones are left out."""
+    found = sorted(Path(training_dir).glob("stage*/loss.png"), key=lambda p: p.parent.name)
+    return {p.parent.name.replace("stage", "stage "): p for p in found}
+
+
 # -- pages ------------------------------------------------------------------------------------
 
 

@@ -212,3 +212,21 @@ def test_demo_lesion_geometry_is_the_generators(tmp_path: Path) -> None:
     assert ((frac >= 0.5) == (truth >= 0.5)).mean() > 0.99
     with pytest.raises(KeyError):
         demo_lesion_fields(tmp_path, "demo_999")
+
+
+def test_evidence_object_is_accepted() -> None:
+    from hwsi_model.evaluation.heatmaps import evidence_arrays
+    from hwsi_model.model.evidence import Evidence
+
+    ev = Evidence(
+        wsi=0.3,
+        region=torch.tensor([0.1, 0.2]),
+        patch=torch.tensor([0.5, 0.6, 0.7], dtype=torch.bfloat16),
+        cell_token=torch.zeros(1),
+        cell=torch.tensor([0.9]),
+    )
+    arrays = evidence_arrays(ev)
+    assert set(arrays) == {"region", "patch", "cell"}
+    assert arrays["patch"].dtype == np.float32 and arrays["patch"].shape == (3,)
+    with pytest.raises(ValueError):
+        evidence_arrays({"region": np.zeros(2)})
