@@ -137,6 +137,22 @@ def _title(img: Image.Image, text: str) -> None:
         draw.text((4, 2), text, fill=(0, 0, 0))
 
 
+def _legend(img: Image.Image, lo: float, hi: float, cmap: str) -> None:
+    """A colour bar with the score range in the bottom-left corner."""
+    import matplotlib
+
+    w = min(120, img.width // 2)
+    if w < 20 or img.height < 40:
+        return
+    bar = (matplotlib.colormaps[cmap](np.linspace(0, 1, w))[:, :3] * 255).astype(np.uint8)
+    y = img.height - 26
+    draw = ImageDraw.Draw(img)
+    draw.rectangle([0, y - 2, w + 8, img.height], fill=(255, 255, 255))
+    img.paste(Image.fromarray(np.repeat(bar[None], 10, axis=0)), (4, y))
+    draw.text((4, y + 11), f"{lo:.2f}", fill=(0, 0, 0))
+    draw.text((w - 26, y + 11), f"{hi:.2f}", fill=(0, 0, 0))
+
+
 def render_heatmap(
     thumb: np.ndarray,
     scale: float,
@@ -147,11 +163,17 @@ def render_heatmap(
     title: str = "",
     cmap: str = DEFAULT_CMAP,
     alpha: float = 0.5,
+    legend: bool = True,
 ) -> Path:
-    """Write the per-patch ``scores`` over ``thumb`` as a PNG of the thumbnail's size."""
+    """Write the per-patch ``scores`` over ``thumb`` as a PNG of the thumbnail's size, with a
+    title (top left) and a colour bar of the score range (bottom left) unless ``legend`` is
+    false."""
     smap = patch_score_map(scores, coords, patch_size0, scale, thumb.shape[:2])
     img = Image.fromarray(overlay(thumb, smap, cmap, alpha))
     _title(img, title)
+    finite = smap[np.isfinite(smap)]
+    if legend and finite.size:
+        _legend(img, float(finite.min()), float(finite.max()), cmap)
     return _save_png(img, out_png)
 
 
@@ -287,6 +309,7 @@ def render_evidence(
     cmap: str = DEFAULT_CMAP,
     alpha: float = 0.5,
     mpp_override: float | None = None,
+    legend: bool = True,
 ) -> dict[str, Path]:
     """Write the evidence pictures of one answer under ``out_dir``.
 
@@ -297,6 +320,7 @@ def render_evidence(
             ``region [R]``, ``patch [N]``, ``cell [C]`` (region and cell optional).
         prefix: file-name prefix (e.g. the question id and ``_``).
         cells_store: the slide's ``cells/{slide}.zarr`` for real nucleus outlines.
+        legend: draw the colour bar on the heatmaps.
 
     Returns:
         ``{"region": path, "patch": path, "top_patches": path}`` for the pictures written.
@@ -311,11 +335,11 @@ def render_evidence(
         per_patch = ev["region"][_np(arrays["patch_region"]).astype(np.int64)]
         paths["region"] = render_heatmap(
             thumb, scale, coords, ps0, per_patch, out_dir / f"{prefix}region.png",
-            "region relevance", cmap, alpha,
+            "region relevance", cmap, alpha, legend,
         )  # fmt: skip
     paths["patch"] = render_heatmap(
         thumb, scale, coords, ps0, ev["patch"], out_dir / f"{prefix}patch.png",
-        "patch relevance", cmap, alpha,
+        "patch relevance", cmap, alpha, legend,
     )  # fmt: skip
     rows = selected_rows(arrays["selected"])
     polys = cell_polygons(cells_store, rows) if cells_store else None

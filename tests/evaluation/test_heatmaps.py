@@ -88,7 +88,7 @@ def test_render_evidence_hot_pixels_where_scores_are_high(slide: Path, tmp_path:
     }
     paths = render_evidence(
         slide, arrays, attrs, evidence, tmp_path / "ev", prefix="q0_", top_k=3,
-        max_px=256, cmap="viridis", alpha=1.0,
+        max_px=256, cmap="viridis", alpha=1.0, legend=False,
     )  # fmt: skip
     assert {p.name for p in paths.values()} == {
         "q0_region.png",
@@ -105,6 +105,14 @@ def test_render_evidence_hot_pixels_where_scores_are_high(slide: Path, tmp_path:
         assert hotpx[~box].sum() == 0, key  # nothing hot outside the high scores
     top = Image.open(paths["top_patches"])
     assert top.size == (3 * 256, 256)
+    # with the colour bar: the same picture but for the bottom-left corner
+    with_bar = render_evidence(
+        slide, arrays, attrs, evidence, tmp_path / "bar", max_px=256, cmap="viridis", alpha=1.0
+    )
+    a = np.asarray(Image.open(with_bar["patch"]).convert("RGB"))
+    b = np.asarray(Image.open(paths["patch"]).convert("RGB"))
+    differs = (a != b).any(-1)
+    assert differs[160:, :80].any() and not differs[:150, :].any() and not differs[:, 140:].any()
 
 
 def test_top_patches_order_and_cell_colours(slide: Path, tmp_path: Path) -> None:
