@@ -1,17 +1,26 @@
 """How the workflow launches a stage: in this process (CPU or one GPU) or with ``torchrun`` over
-several local GPUs; SLURM multi-node jobs use ``configs/deepspeed/srun_train.sh``.
+several local GPUs; SLURM multi-node jobs use ``configs/deepspeed/srun_train.sh`` (torchrun per
+node) or ``configs/deepspeed/deepspeed_train.sh`` (the DeepSpeed launcher with a hostfile).
 
 :func:`entry_args` turns the rule's inputs and the ``training.stageN`` block into the command
-line of :mod:`hwsi_model.training.entry`; :func:`launch` runs it.
+line of :mod:`hwsi_model.training.entry`; :func:`launch` runs it. :func:`expand_nodelist`,
+:func:`slurm_gpus_per_node` and :func:`write_slurm_hostfile` build a DeepSpeed hostfile
+(``host slots=N``) from a SLURM allocation::
+
+    python -m hwsi_model.training.launch hostfile OUT [--slots N]
 """
 
 from __future__ import annotations
 
+import argparse
+import itertools
 import json
 import logging
+import os
+import re
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -91,3 +100,145 @@ def write_model_config(block: dict[str, Any] | None, path: str | Path) -> str | 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     HWSIConfig.from_dict(block).save(path)
     return str(path)
+
+
+def _split_top_level(text: str) -> list[str]:
+    """Split ``text`` at the commas outside ``[...]``."""
+    parts: list[str] = []
+    depth = 0
+    start = 0
+    for i, ch in enumerate(text):
+        if ch == "[":
+            depth += 1
+            if depth > 1:
+                raise ValueError(f"nested '[' in SLURM node list {text!r}")
+        elif ch == "]":
+            depth -= 1
+            if depth < 0:
+                raise ValueError(f"unbalanced ']' in SLURM node list {text!r}")
+        elif ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    if depth != 0:
+        raise ValueError(f"unbalanced '[' in SLURM node list {text!r}")
+    parts.append(text[start:])
+    return parts
+
+
+def _expand_range_list(body: str, nodelist: str) -> list[str]:
+    """``01-03,07`` -> ``["01", "02", "03", "07"]`` (zero padding of the lower bound kept)."""
+    values: list[str] = []
+    for item in body.split(","):
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?", item.strip())
+        if not m:
+            raise ValueError(f"bad range {item!r} in SLURM node list {nodelist!r}")
+        lo, hi = m.group(1), m.group(2)
+        if hi is None:
+            values.append(lo)
+            continue
+        if int(hi) < int(lo):
+            raise ValueError(f"descending range {item!r} in SLURM node list {nodelist!r}")
+        values += [str(n).zfill(len(lo)) for n in range(int(lo), int(hi) + 1)]
+    return values
+
+
+def expand_nodelist(nodelist: str) -> list[str]:
+    """Host names of a SLURM node list in its compact syntax (what ``scontrol show hostnames``
+    prints): ``"gpu[01-03,07],login1"`` -> ``gpu01 gpu02 gpu03 gpu07 login1``.
+
+    Ranges keep the zero padding of their lower bound; several bracket groups in one name
+    expand to their product (``r[1-2]n[1-2]`` -> ``r1n1 r1n2 r2n1 r2n2``); order is kept and
+    repeated names are dropped.
+    """
+    hosts: list[str] = []
+    for expr in _split_top_level(nodelist.strip()):
+        expr = expr.strip()
+        if not expr:
+            continue
+        pieces = re.split(r"(\[[^\]]*\])", expr)
+        choices = [
+            _expand_range_list(piece[1:-1], nodelist) if piece.startswith("[") else [piece]
+            for piece in pieces
+        ]
+        for combo in itertools.product(*choices):
+            name = "".join(combo)
+            if name not in hosts:
+                hosts.append(name)
+    if not hosts:
+        raise ValueError(f"empty SLURM node list {nodelist!r}")
+    return hosts
+
+
+def slurm_gpus_per_node(env: Mapping[str, str] | None = None) -> int:
+    """GPUs per node of the SLURM allocation (every node is taken to have the same number).
+
+    Read from ``SLURM_GPUS_ON_NODE`` (set inside a job with GPUs), else ``SLURM_GPUS_PER_NODE``
+    (``4``, ``a100:4``, ``gpu:a100:4``), else ``SLURM_JOB_GPUS`` (GPU indices ``0,1,2,3``).
+    Raises ``ValueError`` when none of them gives a count.
+    """
+    env = os.environ if env is None else env
+    on_node = env.get("SLURM_GPUS_ON_NODE", "").strip()
+    if on_node.isdigit() and int(on_node) > 0:
+        return int(on_node)
+    per_node = env.get("SLURM_GPUS_PER_NODE", "").strip()
+    if per_node:
+        # The last ':'-separated field is the count; a "(S:0-1)" socket suffix may follow.
+        m = re.fullmatch(r"(?:[^:,]+:)*(\d+)(?:\(.*\))?", per_node)
+        if m and int(m.group(1)) > 0:
+            return int(m.group(1))
+    job_gpus = env.get("SLURM_JOB_GPUS", "").strip()
+    if job_gpus:
+        return len([g for g in job_gpus.split(",") if g.strip()])
+    raise ValueError(
+        "no GPU count in the SLURM environment (SLURM_GPUS_ON_NODE, SLURM_GPUS_PER_NODE, "
+        "SLURM_JOB_GPUS): submit with --gpus-per-node N or give the slots explicitly"
+    )
+
+
+def deepspeed_hostfile(hosts: Sequence[str], slots: int) -> str:
+    """DeepSpeed hostfile text: one ``host slots=N`` line per host (N = processes there)."""
+    if slots < 1:
+        raise ValueError(f"slots must be >= 1, got {slots}")
+    if not hosts:
+        raise ValueError("no hosts for the hostfile")
+    return "".join(f"{host} slots={slots}\n" for host in hosts)
+
+
+def write_slurm_hostfile(
+    path: str | Path, env: Mapping[str, str] | None = None, slots: int | None = None
+) -> list[str]:
+    """Write the DeepSpeed hostfile of the current SLURM job (``SLURM_JOB_NODELIST``, or
+    ``SLURM_NODELIST``) to ``path`` with ``slots`` processes per node (default: its GPUs per
+    node, :func:`slurm_gpus_per_node`). Returns the hosts, the first one being the master."""
+    env = os.environ if env is None else env
+    nodelist = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST")
+    if not nodelist:
+        raise ValueError("SLURM_JOB_NODELIST is not set: run this inside a SLURM job")
+    hosts = expand_nodelist(nodelist)
+    n_slots = slurm_gpus_per_node(env) if slots is None else slots
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(deepspeed_hostfile(hosts, n_slots))
+    log.info("hostfile %s: %d node(s) x %d slot(s), master %s", path, len(hosts), n_slots, hosts[0])
+    return hosts
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m hwsi_model.training.launch hostfile OUT [--slots N]``."""
+    parser = argparse.ArgumentParser(prog="python -m hwsi_model.training.launch")
+    sub = parser.add_subparsers(dest="command", required=True)
+    hf = sub.add_parser("hostfile", help="DeepSpeed hostfile of the current SLURM job")
+    hf.add_argument("out", help="hostfile to write")
+    hf.add_argument("--slots", type=int, default=None, help="processes per node (default: GPUs)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        write_slurm_hostfile(args.out, slots=args.slots)
+    except ValueError as err:
+        log.error("%s", err)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
