@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -232,7 +233,12 @@ def read_test_set(
             ``slidebench_caption``, or ``auto`` (a CSV with a ``Caption`` column and no
             ``Question`` -> caption; otherwise :func:`read_instructions` decides).
         benchmark: name recorded on each item (default: from ``fmt`` and the file name).
-        open_family: force the family of open items (see :func:`to_eval_items`).
+        open_family: force the family of open items (see :func:`to_eval_items`); by default
+            open items of a conversation/test-JSONL file whose name says ``report`` or
+            ``caption`` (WSI-Bench ``1_Report_test.json``) are of that family.
+
+    Items without a task get the file name's stem without ``_test`` as task (WSI-Bench keeps
+    one task per file, e.g. ``Diagnosis_choice``), for accuracy per task.
     """
     path = Path(path)
     if fmt == "auto":
@@ -242,6 +248,12 @@ def read_test_set(
         open_family = open_family or CAPTION
     else:
         items = read_instructions(path, fmt)
+    stem = re.sub(r"[_-]?test$", "", path.stem.split(".")[0], flags=re.IGNORECASE)
+    for it in items:  # WSI-Bench's per-task files carry the task in their name only
+        it.task = it.task or stem
+    if open_family is None and fmt in ("wsibench", "slideinstruct", "wsibench_test"):
+        name = path.name.lower()
+        open_family = REPORT if "report" in name else CAPTION if "caption" in name else None
     out = to_eval_items(items, benchmark or _benchmark_name(path, fmt), open_family)
     counts = defaultdict(int)
     for e in out:

@@ -67,6 +67,7 @@ def test_wsibench_conversations_end_to_end(wsibench_choice: Path) -> None:
     assert mc.item.slide_id == SLIDE and mc.n_options == 4 and mc.target == "C"
     assert mc.item.options[2] == "Squamous cell carcinoma"
     assert tf.target is False and tf.n_options == 2
+    assert mc.item.task == "Diagnosis_choice"  # from the file name
     scores = score_items(items, ["C) Squamous cell carcinoma", "No, the prognosis is poor."])
     assert scores[MULTIPLE_CHOICE]["metrics"]["accuracy"] == 1.0
     assert scores[MULTIPLE_CHOICE]["chance"] == pytest.approx(0.25)
@@ -233,3 +234,15 @@ def test_classification_labels() -> None:
         label_items([("s4", "other")], labels)
     with pytest.raises(ValueError):
         score_items(items, ["benign"])
+
+
+def test_report_file_name_gives_the_family(tmp_path: Path) -> None:
+    rec = {
+        "id": f"{SLIDE}-1",
+        "image": f"TCGA-LUSC/{SLIDE}.pt",
+        "conversations": _conv("Write the report.", "Squamous cell carcinoma, keratinizing."),
+    }
+    items = read_test_set(_write(tmp_path / "1_Report_test.json", [rec]))
+    assert items[0].family == REPORT and items[0].item.task == "1_Report"
+    forced = read_test_set(_write(tmp_path / "x.json", [rec]), open_family=CAPTION)
+    assert forced[0].family == CAPTION
