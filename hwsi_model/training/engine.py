@@ -33,6 +33,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from hwsi_model.atomic import write_text_atomic
 from hwsi_model.model.hierarchy import UnitEmbeddings
 from hwsi_model.model.mllm import HWSIModel, HWSIOutput
 from hwsi_model.training.config import StageConfig, lr_lambda
@@ -306,6 +307,13 @@ def train_stage(
     )
 
     def checkpoint() -> None:
+        # Before the checkpoint becomes ``latest``: the loss rows up to this step (and, for a
+        # first checkpoint, the run's fingerprint) are on disk, so a process killed at any point
+        # (SIGKILL) resumes with its whole loss history, its first checkpoint included.
+        losses.flush()
+        if rank == 0 and not (ckpt_dir / "latest").exists():
+            ckpt_dir.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(ckpt_dir / FINGERPRINT_FILE, fingerprint)
         client = {**state, "rng": torch.get_rng_state()}
         engine.save_checkpoint(
             str(ckpt_dir),
@@ -314,7 +322,7 @@ def train_stage(
             exclude_frozen_parameters=True,
         )
         if rank == 0:
-            (ckpt_dir / FINGERPRINT_FILE).write_text(fingerprint)
+            write_text_atomic(ckpt_dir / FINGERPRINT_FILE, fingerprint)
             _prune_checkpoints(ckpt_dir, cfg.keep_checkpoints)
 
     from tqdm.auto import tqdm

@@ -25,6 +25,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from hwsi_model import provenance
 from hwsi_model.config import config_hash
 from hwsi_model.model.config import HWSIConfig
@@ -111,6 +113,10 @@ def run_stage(
     train, val = build_datasets(
         cfg.stage, manifest, reports, instructions, instruction_format, in_memory=cfg.in_memory
     )
+    # Fresh weights (stage 1, and the modules a later stage adds) from the run's seed: the same
+    # command builds the same starting model, so a killed run's checkpoint is recognised as
+    # its own (run fingerprint) and resumed instead of restarted from step 0.
+    torch.manual_seed(cfg.seed)
     if init is not None:
         model = load_stage_model(init, cfg, llm_path, text_encoder_path)
     elif cfg.stage == 1:
