@@ -30,7 +30,8 @@ Input fingerprints are cheap, so that a cohort of large slides is not read twice
 ``code`` is computed once per process: the package version and, when the package is imported
 from a git checkout, the commit and whether tracked files differ from it (``None`` otherwise;
 never an error). The evaluation report names the exact model and cache versions with
-:func:`model_fingerprint` and :func:`cache_fingerprint`.
+:func:`model_fingerprint` and :func:`cache_fingerprint`, or all at once with
+:func:`describe_inputs`.
 """
 
 from __future__ import annotations
@@ -268,3 +269,29 @@ def combined_fingerprint(paths: list[str | Path]) -> dict[str, Any]:
 def env_rank() -> int:
     """This process's rank under torchrun/DeepSpeed (0 when not distributed)."""
     return int(os.environ.get("RANK", "0"))
+
+
+def describe_inputs(
+    model_dir: str | Path | None = None,
+    caches: list[str | Path] | tuple[str | Path, ...] = (),
+    manifest: str | Path | None = None,
+) -> dict[str, Any]:
+    """What an evaluation report was computed from, for its header.
+
+    Returns ``{"code", "model", "caches", "manifest"}``: this code's version, the
+    :func:`model_fingerprint` of ``model_dir``, the :func:`cache_fingerprint` of each cache (in
+    the given order; a cache that is no store gets ``{"path", "error"}``) and the manifest's
+    :func:`file_fingerprint`; absent arguments give ``None`` / ``[]``.
+    """
+    fps: list[dict[str, Any]] = []
+    for c in caches:
+        try:
+            fps.append(cache_fingerprint(c))
+        except FileNotFoundError as exc:
+            fps.append({"path": str(c), "error": str(exc)})
+    return {
+        "code": code_version(),
+        "model": model_fingerprint(model_dir) if model_dir is not None else None,
+        "caches": fps,
+        "manifest": file_fingerprint(manifest) if manifest is not None else None,
+    }

@@ -16,6 +16,7 @@ from hwsi_model.provenance import (
     cache_fingerprint,
     code_version,
     describe,
+    describe_inputs,
     file_fingerprint,
     git_info,
     model_fingerprint,
@@ -118,6 +119,13 @@ def test_cache_fingerprint_and_manifest_name_the_version(chain, tmp_path):
     assert df.loc[0, "provenance_id"] == fp["provenance_id"]
     with pytest.raises(FileNotFoundError):
         cache_fingerprint(tmp_path / "nothing.zarr")
+    report = describe_inputs(
+        chain["encoder"], [chain["cache"], tmp_path / "x.zarr"], tmp_path / "m.csv"
+    )
+    assert report["code"] == code_version() and report["caches"][0] == fp
+    assert "is not a Zarr store" in report["caches"][1]["error"]
+    assert report["model"]["path"] == str(chain["encoder"]) and report["manifest"]["size"] > 0
+    assert describe_inputs()["model"] is None
 
 
 def test_model_fingerprint_changes_with_the_weights(tmp_path):
