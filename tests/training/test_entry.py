@@ -20,7 +20,9 @@ def test_cli_stage1_without_launcher(cohort, tiny_text_encoder, tmp_path: Path) 
     tiny_model_config(tiny_text_encoder).save(model_cfg)
     settings = tmp_path / "stage1.yaml"
     settings.write_text("micro_batch_size: 3\nepochs: 1\nlr: 0.003\n")
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    # No launcher variables, and not the port of a process group an earlier test left open.
+    dist = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+    env = {k: v for k, v in os.environ.items() if k not in dist}
     out = tmp_path / "stage1"
     cmd = [
         sys.executable, "-m", "hwsi_model.training.entry", "--stage", "1",
