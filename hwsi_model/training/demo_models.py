@@ -1,24 +1,32 @@
 """A tiny causal LM for the demo, built locally (nothing is downloaded).
 
 A byte-level BPE tokenizer is trained on the demo cohort's own text (reports and VQA items), so
-answers take few tokens, and a small Qwen2-shaped decoder is initialised at random: the demo
-shows the pipeline learning, not a language model's knowledge. Command line::
+answers take few tokens, and a small Qwen2-shaped decoder is initialised at random. It is then
+pretrained on text only (:func:`pretrain_on_text`): the training items' questions and answers
+(without the slide) and the reports of those slides, with the options of closed questions
+re-ordered. This stands in for a real LLM's pretraining: the model learns to read a question and
+to answer with the letter of the option it means, but nothing in it can tell one slide from
+another; that has to come from the visual tokens in stages 2-3. Command line::
 
     python -m hwsi_model.training.demo_models --out results/models/tiny_llm \\
-        --corpus cohort/reports.jsonl cohort/vqa/train.json
+        --corpus cohort/reports.jsonl cohort/vqa/train.json --pretrain cohort/vqa/train.json \\
+        --reports cohort/reports.jsonl --manifest results/manifest.csv --split train
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from hwsi_model.atomic import atomic_output
+from hwsi_model.training.formats import LETTERS, InstructionItem
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +60,107 @@ def corpus_texts(paths: Iterable[str | Path]) -> list[str]:
     return texts
 
 
+def option_permutations(item: InstructionItem, limit: int = 6) -> list[tuple[str, str]]:
+    """``(question, answer)`` pairs of a closed item with its options re-ordered (the original
+    order first, at most ``limit``), letters and answer rewritten to match. Items whose question
+    does not list the options as ``"A) text"`` lines come back unchanged."""
+    pairs = [(item.question, item.answer)]
+    opts = item.options
+    if not item.is_closed or item.answer_letter not in LETTERS[: len(opts)]:
+        return pairs
+    lines = [f"{LETTERS[i]}) {o}" for i, o in enumerate(opts)]
+    block = "\n".join(lines)
+    correct = LETTERS.index(item.answer_letter)
+    if block not in item.question or not item.answer.startswith(lines[correct]):
+        return pairs
+    rest = item.answer[len(lines[correct]) :]
+    for perm in itertools.islice(itertools.permutations(range(len(opts))), 1, limit):
+        new = [f"{LETTERS[j]}) {opts[i]}" for j, i in enumerate(perm)]
+        question = item.question.replace(block, "\n".join(new))
+        pairs.append((question, new[perm.index(correct)] + rest))
+    return pairs
+
+
+def pretraining_texts(
+    instruction_files: Sequence[str | Path],
+    reports: str | Path | None = None,
+    slide_ids: Iterable[str] | None = None,
+) -> list[tuple[str | None, str]]:
+    """``(question, answer)`` pairs of the items (options re-ordered, no slide) and
+    ``(None, report)`` for the reports of the same slides (only those: no report of a held-out
+    slide is seen). ``slide_ids`` keeps only those slides' items (the training split)."""
+    from hwsi_model.training.formats import read_instructions, read_reports
+
+    items = [it for f in instruction_files for it in read_instructions(f)]
+    if slide_ids is not None:
+        keep = set(slide_ids)
+        items = [it for it in items if it.slide_id in keep]
+    texts: list[tuple[str | None, str]] = [pair for it in items for pair in option_permutations(it)]
+    if reports:
+        slides = {it.slide_id for it in items}
+        texts += [(None, r.report) for r in read_reports(reports) if r.slide_id in slides]
+    return texts
+
+
+def _pretraining_ids(tokenizer, question: str | None, answer: str, max_tokens: int) -> list[int]:
+    """Token ids as :meth:`HWSIModel.tokenize` builds them: the chat prompt and the answer
+    tokenised apart, then EOS (a plain text when ``question`` is None)."""
+    ids: list[int] = []
+    if question is not None:
+        prompt = tokenizer.apply_chat_template(
+            [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
+        )
+        ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    ids += tokenizer(answer, add_special_tokens=False)["input_ids"]
+    return [*ids[: max_tokens - 1], tokenizer.eos_token_id]
+
+
+def pretrain_on_text(
+    model,
+    tokenizer,
+    texts: Sequence[tuple[str | None, str]],
+    steps: int = 400,
+    batch_size: int = 16,
+    lr: float = 3e-3,
+    max_tokens: int = 384,
+    seed: int = 0,
+) -> list[float]:
+    """Causal-LM training of ``model`` on ``(question, answer)`` texts; returns the losses.
+
+    AdamW with linear warm-up and cosine decay; batches drawn with a seeded generator."""
+    import math
+
+    g = torch.Generator().manual_seed(seed)
+    ids = [_pretraining_ids(tokenizer, q, a, max_tokens) for q, a in texts]
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    warm = max(1, steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt,
+        lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)),
+    )
+    model.train()
+    losses: list[float] = []
+    for _ in tqdm(range(steps), desc="pretraining the demo LLM", leave=False):
+        pick = torch.randint(len(ids), (batch_size,), generator=g).tolist()
+        rows = [ids[i] for i in pick]
+        T = max(len(r) for r in rows)
+        x = torch.full((len(rows), T), tokenizer.pad_token_id)
+        mask = torch.zeros(len(rows), T, dtype=torch.long)
+        for b, r in enumerate(rows):
+            x[b, : len(r)] = torch.tensor(r)
+            mask[b, : len(r)] = 1
+        labels = x.masked_fill(mask == 0, -100)
+        loss = model(input_ids=x, attention_mask=mask, labels=labels).loss
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+    model.eval()
+    return losses
+
+
 def build_demo_llm(
     out: str | Path,
     texts: Sequence[str],
@@ -60,12 +169,16 @@ def build_demo_llm(
     vocab_size: int = 1024,
     seed: int = 0,
     initializer_range: float = 0.02,
+    pretrain: Sequence[tuple[str | None, str]] = (),
+    pretrain_steps: int = 400,
 ) -> Path:
     """Write a Qwen2-shaped LM and its tokenizer (with a chat template) to ``out`` atomically.
 
     The tokenizer is a byte-level BPE (as Qwen's) trained on ``texts``, so that
     ``Qwen2Tokenizer``, which ``AutoTokenizer`` picks for a qwen2 config, rebuilds exactly it.
     A larger ``initializer_range`` gives random weights that visual tokens can steer (tests).
+    With ``pretrain`` (question, answer) texts the model is first trained on them
+    (:func:`pretrain_on_text`).
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
@@ -102,9 +215,16 @@ def build_demo_llm(
         eos_token_id=tok.token_to_id("<eos>"),
         bos_token_id=None,
     )
+    model = Qwen2ForCausalLM(config)
+    if pretrain:
+        losses = pretrain_on_text(model, tokenizer, pretrain, steps=pretrain_steps, seed=seed)
+        log.info(
+            "pretrained on %d texts for %d steps: loss %.3f -> %.3f",
+            len(pretrain), len(losses), sum(losses[:10]) / 10, sum(losses[-10:]) / 10,
+        )  # fmt: skip
     out = Path(out)
     with atomic_output(out) as tmp:
-        Qwen2ForCausalLM(config).save_pretrained(tmp)
+        model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
     log.info(
         "demo LLM (%d layers, width %d, vocab %d) -> %s", layers, hidden, config.vocab_size, out
@@ -121,10 +241,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pretrain", nargs="*", default=[], help="instruction files to pretrain on")
+    p.add_argument("--reports", help="reports (those of the --pretrain slides are used)")
+    p.add_argument("--manifest", help="pretrain only on the slides of --split in this manifest")
+    p.add_argument("--split", default="train")
+    p.add_argument("--pretrain-steps", type=int, default=400)
     p.add_argument("--log")
     a = p.parse_args(argv)
     setup_logging(a.log)
-    build_demo_llm(a.out, corpus_texts(a.corpus), a.hidden, a.layers, seed=a.seed)
+    pretrain = []
+    if a.pretrain:
+        slides = None
+        if a.manifest:
+            from hwsi_model.training.data import read_manifest
+
+            slides = [r.slide_id for r in read_manifest(a.manifest, splits=[a.split])]
+        pretrain = pretraining_texts(a.pretrain, a.reports, slides)
+    build_demo_llm(
+        a.out,
+        corpus_texts(a.corpus),
+        a.hidden,
+        a.layers,
+        seed=a.seed,
+        pretrain=pretrain,
+        pretrain_steps=a.pretrain_steps,
+    )
     return 0
 
 
