@@ -16,6 +16,8 @@ from typing import Any
 
 #: The four scales, fine to coarse. Text analogues: word, phrase, sentence, paragraph.
 SCALES: tuple[str, ...] = ("cell", "patch", "region", "wsi")
+#: What the LLM sees of a slide (HWSIConfig.visual_input): the method and the two baselines.
+VISUAL_INPUTS: tuple[str, ...] = ("hierarchy", "flat", "none")
 
 
 @dataclass
@@ -164,11 +166,19 @@ class HWSIConfig:
     llm_scales: list[str] = field(default_factory=lambda: ["wsi", "region", "patch", "cell"])
     #: Cap on visual tokens per slide (without resampler: fine groups are subsampled).
     max_visual_tokens: int = 1024
+    #: What the LLM sees of the slide: ``"hierarchy"`` (the method), or a baseline: ``"flat"``
+    #: (one token: the mean of all patch embeddings through a projector; no cell or region
+    #: scale) or ``"none"`` (text only: no visual token).
+    visual_input: str = "hierarchy"
     resampler: ResamplerConfig | None = None
     lora: LoraSettings | None = None
     system_prompt: str | None = None
 
     def __post_init__(self) -> None:
+        if self.visual_input not in VISUAL_INPUTS:
+            raise ValueError(
+                f"visual_input must be one of {VISUAL_INPUTS}, got {self.visual_input!r}"
+            )
         unknown = set(self.llm_scales) - set(SCALES)
         if unknown:
             raise ValueError(f"unknown scale(s) in llm_scales: {sorted(unknown)}; use {SCALES}")

@@ -10,6 +10,10 @@ One :class:`HWSIModel` serves all three stages:
   given) L_HC + L_CS in the LLM's hidden size against the LLM's own token embeddings of the views,
   so the auxiliary losses train the LLM projectors even with a frozen LLM.
 
+Baselines (``config.visual_input``): ``"flat"`` gives the LLM a single token, the mean of all the
+slide's patch embeddings through :attr:`HWSIModel.flat_projector` (no cell or region scale);
+``"none"`` gives it no visual token (text only). Both train in stages 2-3 like the method.
+
 The LLM and text encoder load from local folders only. :meth:`HWSIModel.save_pretrained` writes
 one folder: ``config.json``, ``model.safetensors`` (all non-LLM weights), the LoRA adapter when
 LoRA is used, and optionally the full LLM.
@@ -38,6 +42,7 @@ from hwsi_model.model.losses import (
     combine_losses,
     cross_scale_consistency,
 )
+from hwsi_model.model.projectors import ScaleProjector
 from hwsi_model.model.resampler import Resampler
 from hwsi_model.model.text_encoder import TextEncoder, encode_views
 from hwsi_model.model.text_views import TextViews
@@ -157,6 +162,9 @@ class HWSIModel(nn.Module):
                     if s != "wsi"
                 }
             )
+        self.flat_projector: ScaleProjector | None = None
+        if config.visual_input == "flat" and pc.llm_hidden_size:
+            self.flat_projector = ScaleProjector(config.visual.patch_dim, pc.llm_hidden_size)
         self.llm = llm
         self.tokenizer = tokenizer
         self.text_encoder = text_encoder
@@ -308,6 +316,23 @@ class HWSIModel(nn.Module):
             result.append(torch.cat(pieces))
         return result
 
+    def llm_visual_inputs(self, batch: SlideBatch) -> tuple[list[Tensor], VisualOutput | None]:
+        """Per slide the LLM-space visual tokens ``[V_b, H_llm]`` for ``config.visual_input``,
+        and the hierarchy's output (``None`` for the baselines, which do not run it)."""
+        mode = self.config.visual_input
+        if mode == "hierarchy":
+            out = self.visual(batch)
+            return self.visual_tokens(out), out
+        H = self.config.visual.projector.llm_hidden_size
+        if mode == "none":
+            return [batch.patch_emb.new_zeros(0, H) for _ in range(batch.batch_size)], None
+        if self.flat_projector is None:
+            raise RuntimeError("the flat baseline needs an LLM (its projector maps into it)")
+        m = batch.patch_mask.unsqueeze(-1).float()
+        mean = (batch.patch_emb.float() * m).sum(1) / m.sum(1).clamp(min=1.0)  # [B, D_p]
+        tokens = self.flat_projector(mean)  # [B, H]
+        return [tokens[b : b + 1] for b in range(batch.batch_size)], None
+
     def build_inputs(
         self,
         input_ids: Tensor,
@@ -422,16 +447,14 @@ class HWSIModel(nn.Module):
                 added in the LLM hidden size.
         """
         self._require_llm()
-        out = self.visual(batch)
-        embeds, mask, labels = self.build_inputs(
-            input_ids, attention_mask, self.visual_tokens(out), labels
-        )
+        visual, out = self.llm_visual_inputs(batch)
+        embeds, mask, labels = self.build_inputs(input_ids, attention_mask, visual, labels)
         logits = self.llm(inputs_embeds=embeds, attention_mask=mask).logits
         lm = causal_lm_loss(logits, labels) if labels is not None else None
         hc = cs = None
         parts = None
         cfg = self.config.loss
-        if views is not None and (cfg.hc_weight or cfg.cs_weight):
+        if views is not None and out is not None and (cfg.hc_weight or cfg.cs_weight):
             vis = self.visual.to_llm(out, list(SCALES), add_scale_embedding=False)
             vis = {s: UnitEmbeddings(F.normalize(u.emb, dim=-1), u.mask) for s, u in vis.items()}
             txt = self.embed_text_views_llm(views)
@@ -459,9 +482,9 @@ class HWSIModel(nn.Module):
         """Answer one question per slide; greedy by default (pass ``num_beams`` for beam search)."""
         tok = self._require_llm()
         enc = self.tokenize(questions)
-        out = self.visual(batch)
+        visual, _ = self.llm_visual_inputs(batch)
         embeds, mask, _ = self.build_inputs(
-            enc["input_ids"], enc["attention_mask"], self.visual_tokens(out), padding_side="left"
+            enc["input_ids"], enc["attention_mask"], visual, padding_side="left"
         )
         kwargs.setdefault("do_sample", False)
         ids = self.llm.generate(

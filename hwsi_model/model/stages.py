@@ -10,6 +10,9 @@ stage  trainable                                                       losses
 3      as stage 2 + the LLM (its LoRA adapters when LoRA is applied,   as stage 2
        otherwise all its weights)
 =====  ==============================================================  ==================
+
+The baselines (``config.visual_input``) train their flat projector (``"flat"``) or nothing but
+the LLM (``"none"``, stage 3 only) in stages 2-3.
 """
 
 from __future__ import annotations
@@ -39,6 +42,10 @@ def stage_modules(model: HWSIModel, stage: int) -> dict[str, nn.Module]:
         if model.text_encoder is not None and model.text_encoder.trainable:
             mods["text_encoder"] = model.text_encoder
         return mods
+    if stage in (2, 3) and model.config.visual_input != "hierarchy":
+        # Baselines: the flat projector, or nothing besides the LLM (text only).
+        fp = model.flat_projector
+        return {"flat_projector": fp} if fp is not None else {}
     if stage in (2, 3):
         if v.llm_projectors is None:
             raise RuntimeError(f"stage {stage} needs LLM projectors (an LLM)")

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hwsi_model.model.config import VISUAL_INPUTS
+
 PRECISIONS = ("fp32", "bf16", "fp16")
 SCHEDULES = ("cosine", "linear", "constant")
 
@@ -76,6 +78,9 @@ class StageConfig:
     )
     #: Write the LLM (merged with its LoRA adapters) into the final model folder.
     save_llm: bool = False
+    #: Stages 2-3: train a baseline from the starting folder instead of the method
+    #: (``"flat"`` or ``"none"``, see ``HWSIConfig.visual_input``); ``None``: keep the folder's.
+    visual_input: str | None = None
 
     def __post_init__(self) -> None:
         if self.stage not in (1, 2, 3):
@@ -88,6 +93,8 @@ class StageConfig:
             raise ValueError(f"zero_stage must be 0-3, got {self.zero_stage}")
         if self.llm_tuning not in ("lora", "full"):
             raise ValueError(f"llm_tuning must be 'lora' or 'full', got {self.llm_tuning!r}")
+        if self.visual_input is not None and self.visual_input not in VISUAL_INPUTS:
+            raise ValueError(f"visual_input must be one of {VISUAL_INPUTS} or null")
         if self.micro_batch_size < 1 or self.grad_accum < 1:
             raise ValueError("micro_batch_size and grad_accum must be >= 1")
         self.betas = tuple(self.betas)  # type: ignore[assignment]

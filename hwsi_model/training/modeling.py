@@ -30,7 +30,14 @@ log = logging.getLogger(__name__)
 
 TEXT_ENCODER_DIR = "text_encoder"
 #: Weights a stage may find missing in the previous stage's folder (they start fresh).
-NEW_IN_LATER_STAGES = ("llm.", "text_encoder.", "visual.llm_projectors.", "resamplers.", "hc_llm.")
+NEW_IN_LATER_STAGES = (
+    "llm.",
+    "text_encoder.",
+    "visual.llm_projectors.",
+    "resamplers.",
+    "hc_llm.",
+    "flat_projector.",
+)
 
 
 def _resolve(path: str | None, base: Path) -> str | None:
@@ -88,6 +95,9 @@ def load_stage_model(
     d = Path(init_dir)
     config = HWSIConfig.load(d / CONFIG_NAME)
     _apply_loss_overrides(config, cfg)
+    if cfg.visual_input is not None:
+        config.visual_input = cfg.visual_input  # a baseline started from the method's folder
+        HWSIConfig.__post_init__(config)
     config.text_encoder_path = text_encoder_path or _resolve(config.text_encoder_path, d)
     config.llm_path = llm_path or _resolve(config.llm_path, d)
     if cfg.stage == 1:
