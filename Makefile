@@ -27,8 +27,8 @@ demo/cohort/samples.csv: | $(VENV)/.installed
 
 demo: $(VENV)/.installed demo/cohort/samples.csv
 	PATH="$(BIN):$$PATH" $(BIN)/snakemake --cores $(CORES) --configfile config.yaml
-	@echo "held-out evaluation of the demo (demo/results/training/):"
-	@cat demo/results/training/eval_stage1.json demo/results/training/eval_stage3.json
+	@echo "held-out evaluation of the demo (demo/results/evaluation/report.html):"
+	@$(BIN)/hwsi metrics demo/results/evaluation/metrics.json
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

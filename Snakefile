@@ -21,6 +21,7 @@ include: "rules/tiling.smk"
 include: "rules/cells.smk"
 include: "rules/embed.smk"
 include: "rules/training.smk"
+include: "rules/evaluate.smk"
 
 
 rule all:

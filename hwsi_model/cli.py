@@ -7,6 +7,9 @@ Sub-commands:
     hwsi segment INPUT --out DIR    StarDist nuclei of an image or slide region (GeoJSON, CSV)
     hwsi check [OUTDIR]             validate every store of a cohort (tiles, cells, caches, ...)
     hwsi check-config CONFIG        validate a workflow config against the schema
+    hwsi ask --model M --slide S Q  answer a question about a slide (cache or slide file)
+    hwsi report --model M --slide S write the slide's report (and its evidence maps)
+    hwsi metrics METRICS_JSON       print an evaluation's metrics per family next to chance
 """
 
 from __future__ import annotations
@@ -135,6 +138,72 @@ def _cmd_check_config(args: argparse.Namespace) -> None:
     log.info("config OK; %d slide(s) in %s", len(samples), cfg["samples"])
 
 
+def _cmd_ask(args: argparse.Namespace) -> None:
+    from hwsi_model.evaluation.ask import REPORT_PROMPT, ask, prepare_cache
+    from hwsi_model.model.mllm import HWSIModel
+
+    question = getattr(args, "question", None) or REPORT_PROMPT
+    cache, slide_file = Path(args.slide), None
+    if not (cache.is_dir() and cache.suffix == ".zarr"):
+        slide_file = cache
+        cache = prepare_cache(
+            args.slide, args.results, args.configfile, args.slide_id, args.mpp, args.cores
+        )
+    model = HWSIModel.from_pretrained(args.model)
+    answer = ask(
+        model, cache, question, evidence_dir=args.evidence, num_beams=args.beams,
+        max_new_tokens=args.max_new_tokens, slide_path=args.slide_file or slide_file,
+    )  # fmt: skip
+    if args.json:
+        print(json.dumps(answer.to_dict(), indent=2))
+    else:
+        print(answer.answer)
+    for name, path in answer.pictures.items():
+        log.info("evidence (%s): %s", name, path)
+
+
+def _cmd_metrics(args: argparse.Namespace) -> None:
+    from hwsi_model.evaluation.pipeline import summary_lines
+
+    path = Path(args.metrics)
+    if not path.is_file():
+        raise HwsiError(f"{path} does not exist (run the workflow's evaluate rule first)")
+    doc = json.loads(path.read_text())
+    print(f"model {doc.get('model')} on the {doc.get('split')} split ({path})")
+    for line in summary_lines(doc):
+        print(line)
+    for direction, r in (doc.get("retrieval") or {}).items():
+        print(f"retrieval {direction}: recall@1 {r['r1']:.3f} (chance {r['chance_r1']:.3f}), "
+              f"MRR {r['mrr']:.3f}, n={r['n']}")  # fmt: skip
+    z = doc.get("zero_shot")
+    if z:
+        print(f"zero-shot classification: accuracy {z['accuracy']:.3f} (chance {z['chance']:.3f})")
+    e = doc.get("evidence_overlap")
+    if e:
+        auroc = "n/a" if e["auroc_mean"] is None else f"{e['auroc_mean']:.3f}"
+        print(
+            f"evidence vs lesion ({e['slides']} slides): top-10% patches in lesion "
+            f"{e['top10_in_lesion_mean']:.3f} (lesion share {e['lesion_rate_mean']:.3f}), "
+            f"AUROC {auroc}"
+        )
+
+
+def _ask_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="trained model folder (stage 3)")
+    p.add_argument("--slide", required=True, help="the slide's cache (.zarr) or a slide file")
+    p.add_argument("--evidence", help="folder for the evidence pictures (PNG)")
+    p.add_argument("--results", default="results", help="the workflow's outdir (slide files)")
+    p.add_argument("--configfile", default="config.yaml", help="workflow config (slide files)")
+    p.add_argument("--slide-id", help="id of a new slide's cache (default: the file name)")
+    p.add_argument("--slide-file", help="the slide file, if not where the cache recorded it")
+    p.add_argument("--mpp", type=float, help="level-0 um/px overriding the file")
+    p.add_argument("--cores", type=int, default=2)
+    p.add_argument("--beams", type=int, default=1, help="beam search width (1: greedy)")
+    p.add_argument("--max-new-tokens", type=int, default=192)
+    p.add_argument("--json", action="store_true", help="print the answer as JSON")
+    p.set_defaults(func=_cmd_ask)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hwsi", description=__doc__.split("\n")[0])
     parser.add_argument("--version", action="version", version=f"hwsi {__version__}")
@@ -181,6 +250,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-config", help="validate a workflow config and its sample sheet")
     p.add_argument("config")
     p.set_defaults(func=_cmd_check_config)
+
+    p = sub.add_parser("ask", help="answer a question about a slide, with evidence maps")
+    p.add_argument("question")
+    _ask_arguments(p)
+
+    p = sub.add_parser("report", help="write a slide's report, with evidence maps")
+    _ask_arguments(p)
+
+    p = sub.add_parser("metrics", help="print an evaluation's metrics.json as a summary")
+    p.add_argument("metrics", help="metrics.json of an evaluation run")
+    p.set_defaults(func=_cmd_metrics)
     return parser
 
 

@@ -106,8 +106,7 @@ def encoder_inputs(wildcards):
 def all_outputs():
     return [
         f"{OUTDIR}/manifest.csv",
-        f"{OUTDIR}/training/eval_stage1.json",
-        f"{OUTDIR}/training/eval_stage3.json",
+        f"{OUTDIR}/evaluation",
         *expand(f"{OUTDIR}/qc/cells/{{slide}}.png", slide=SAMPLES),
         *expand(f"{OUTDIR}/tiles/{{slide}}.zarr", slide=SAMPLES),
         *expand(f"{OUTDIR}/qc/tiling/{{slide}}.png", slide=SAMPLES),
@@ -128,6 +127,56 @@ def stage_settings(stage):
         k: v
         for k, v in TRAIN[f"stage{stage}"].items()
         if k not in ("gpu", "mem_mb", "runtime", "threads")
+    }
+
+
+def baseline_settings(wildcards):
+    """A baseline's stage settings: the method's, with its visual input and no auxiliary
+    losses (they need the hierarchy)."""
+    stage = int(wildcards.stage)
+    return {
+        **stage_settings(stage),
+        "visual_input": wildcards.baseline,
+        "aux_losses": False,
+    }
+
+
+def baseline_init(wildcards):
+    """Flat stage 2 and text-only stage 3 start from stage 1; flat stage 3 from its stage 2."""
+    if wildcards.baseline == "flat" and wildcards.stage == "3":
+        return f"{TRAIN_DIR}/baselines/flat/stage2/model"
+    return f"{TRAIN_DIR}/stage1/model"
+
+
+# Evaluation (rules/evaluate.smk).
+EVAL = config["evaluation"]
+#: Baselines by their name in the report (training.baselines -> model folders).
+BASELINE_NAMES = {"flat": "flat", "none": "text_only"}
+# The demo cohort's folder (next to its sample sheet): its generator knows where the lesions are.
+EVAL_DEMO_COHORT = os.path.dirname(config["samples"]) if EVAL["demo_lesions"] else None
+
+
+def evaluation_inputs(wildcards):
+    """The method's stage-1 and stage-3 folders, the baselines' stage-3 folders, test files."""
+    inputs = {
+        "manifest": f"{OUTDIR}/manifest.csv",
+        "reports": TRAIN["reports"],
+        "stage1": f"{TRAIN_DIR}/stage1/model",
+        "model": f"{TRAIN_DIR}/stage3/model",
+        "test": EVAL["test"],
+        "curves": [f"{TRAIN_DIR}/stage{n}/loss.png" for n in (1, 2, 3)],
+    }
+    for b in TRAIN["baselines"]:
+        inputs[f"baseline_{b}"] = f"{TRAIN_DIR}/baselines/{b}/stage3/model"
+    return inputs
+
+
+def baseline_outputs(stage):
+    return {
+        "model": directory(f"{TRAIN_DIR}/baselines/{{baseline}}/stage{stage}/model"),
+        "losses": f"{TRAIN_DIR}/baselines/{{baseline}}/stage{stage}/loss.csv",
+        "plot": f"{TRAIN_DIR}/baselines/{{baseline}}/stage{stage}/loss.png",
+        "metrics": f"{TRAIN_DIR}/baselines/{{baseline}}/stage{stage}/metrics.json",
     }
 
 

@@ -6,9 +6,12 @@
 
 
 rule build_demo_llm:
-    """A tiny Qwen2-shaped causal LM with a tokenizer trained on the cohort's text (demo only)."""
+    """A tiny Qwen2-shaped causal LM with a tokenizer trained on the cohort's text, pretrained on
+    the training slides' questions, answers and reports as text only (demo only)."""
     input:
-        corpus=[TRAIN["reports"], *TRAIN["instructions"]],
+        reports=TRAIN["reports"],
+        instructions=TRAIN["instructions"],
+        manifest=f"{OUTDIR}/manifest.csv",
     output:
         directory(f"{OUTDIR}/models/tiny_llm"),
     log:
@@ -19,8 +22,9 @@ rule build_demo_llm:
     params:
         seed=config["demo"]["seed"],
     shell:
-        "python -m hwsi_model.training.demo_models --out {output} --corpus {input.corpus} "
-        "--seed {params.seed} --log {log}"
+        "python -m hwsi_model.training.demo_models --out {output} "
+        "--corpus {input.reports} {input.instructions} --pretrain {input.instructions} "
+        "--reports {input.reports} --manifest {input.manifest} --seed {params.seed} --log {log}"
 
 
 rule train_stage1:
@@ -111,31 +115,37 @@ rule train_stage3:
         "../workflow_scripts/train_stage.py"
 
 
-rule evaluate_training:
-    """Held-out closed-question accuracy (stage 3) and slide <-> report recall@1 (stage 1)."""
+rule train_baseline:
+    """A baseline for the evaluation (training.baselines): "flat" (stages 2-3) or "none" (text
+    only, stage 3), trained like the method from its stage-1 folder with the same LLM.
+    """
     input:
+        unpack(llm_input),
         manifest=f"{OUTDIR}/manifest.csv",
         reports=TRAIN["reports"],
-        stage1=f"{TRAIN_DIR}/stage1/model",
-        stage3=f"{TRAIN_DIR}/stage3/model",
-        instructions=TRAIN["eval_instructions"],
+        instructions=TRAIN["instructions"],
+        init=baseline_init,
     output:
-        retrieval=f"{TRAIN_DIR}/eval_stage1.json",
-        closed=f"{TRAIN_DIR}/eval_stage3.json",
+        **baseline_outputs("{stage}"),
     log:
-        f"{OUTDIR}/logs/train/evaluate.log",
+        f"{OUTDIR}/logs/train/baseline_{{baseline}}_stage{{stage}}.log",
+    wildcard_constraints:
+        baseline="flat|none",
+        stage="2|3",
     conda:
         "../envs/hwsi.yaml"
-    threads: 1
+    threads: TRAIN["stage3"]["threads"]
     resources:
-        mem_mb=8000,
-        runtime=30,
+        gpu=TRAIN["stage3"]["gpu"],
+        mem_mb=TRAIN["stage3"]["mem_mb"],
+        runtime=TRAIN["stage3"]["runtime"],
     params:
-        split=TRAIN["eval_split"],
-    shell:
-        "(python -m hwsi_model.training.demo_eval --model {input.stage1} "
-        "--manifest {input.manifest} --reports {input.reports} --split {params.split} "
-        "--out {output.retrieval} && "
-        "python -m hwsi_model.training.demo_eval --model {input.stage3} "
-        "--manifest {input.manifest} --instructions {input.instructions} "
-        "--split {params.split} --out {output.closed}) 2> {log}"
+        stage=lambda wc: int(wc.stage),
+        settings=baseline_settings,
+        model=None,
+        llm=TRAIN_LLM,
+        text_encoder=None,
+        resume=TRAIN["resume"],
+        instruction_format=TRAIN["instruction_format"],
+    script:
+        "../workflow_scripts/train_stage.py"

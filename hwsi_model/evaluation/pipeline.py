@@ -1,0 +1,276 @@
+"""One evaluation run: the method and its baselines on a test split, with everything a reader
+needs to trust the numbers. Output folder::
+
+    metrics.json              per family: metrics, n, unparsed, chance, baselines' values;
+                              retrieval, zero-shot, evidence overlap, provenance (model folders,
+                              caches) and the run's settings
+    report.html               the cohort report (tables, confusion matrices, examples, curves)
+    predictions/<model>.jsonl one row per test item and model
+    slides/<slide>.html       per slide: questions, answers, references, evidence pictures
+    slides/img/*.png          evidence maps (region, patch, top patches with nuclei)
+
+Command line (the workflow's ``evaluate`` rule)::
+
+    python -m hwsi_model.evaluation.pipeline --model results/training/stage3/model \\
+        --baseline flat=results/training/baselines/flat/stage3/model \\
+        --baseline text_only=results/training/baselines/none/stage3/model \\
+        --stage1 results/training/stage1/model --manifest results/manifest.csv \\
+        --test cohort/vqa/test.json --reports cohort/reports.jsonl --out results/evaluation
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from hwsi_model import provenance
+from hwsi_model.atomic import atomic_output
+from hwsi_model.evaluation.runner import EvalConfig, alignment_metrics, evaluate_models
+from hwsi_model.training.data import read_manifest
+
+log = logging.getLogger(__name__)
+
+METHOD = "hierarchical"
+
+
+def _evidence_pages(
+    model_dir: Path,
+    records: list[dict],
+    manifest_rows: dict[str, Any],
+    out: Path,
+    max_slides: int | None,
+    demo_cohort: Path | None,
+    max_px: int,
+) -> tuple[dict[str, Path], dict[str, dict], dict[str, dict]]:
+    """Per slide the evidence of the model's answer to the slide's report item (or first item),
+    painted and measured against the demo generator's lesion when ``demo_cohort`` is given.
+    Returns slide -> pictures, slide -> {item id -> pictures}, slide -> overlap."""
+    import torch
+
+    from hwsi_model.embed.cache_store import read_cache, read_slide_tensors
+    from hwsi_model.evaluation.heatmaps import (
+        demo_patch_lesion_fraction,
+        hot_overlap,
+        render_evidence,
+    )
+    from hwsi_model.model.evidence import evidence_scores
+    from hwsi_model.model.mllm import HWSIModel
+
+    model = HWSIModel.from_pretrained(model_dir)
+    if model.text_encoder is None:
+        log.warning("%s has no text encoder: no evidence maps", model_dir)
+        return {}, {}, {}
+    by_slide: dict[str, list[dict]] = defaultdict(list)
+    for r in records:
+        by_slide[r["slide_id"]].append(r)
+    slides = sorted(by_slide)[: max_slides if max_slides is not None else None]
+    pictures: dict[str, Path] = {}
+    item_pictures: dict[str, dict] = {}
+    overlap: dict[str, dict] = {}
+    for sid in tqdm(slides, desc="evidence maps", leave=False):
+        recs = by_slide[sid]
+        rec = next((r for r in recs if r["family"] == "report"), recs[0])
+        cache = manifest_rows[sid].cache
+        arrays, attrs = read_cache(cache)
+        slide_file = attrs.get("slide_path")
+        if not slide_file or not Path(slide_file).exists():
+            log.warning("%s: slide file %r not found; no evidence maps", sid, slide_file)
+            continue
+        with torch.no_grad():
+            ev = evidence_scores(
+                model, read_slide_tensors(cache), f"{rec['question']} {rec['answer']}"
+            )
+        cells = Path(cache).parent.parent / "cells" / f"{sid}.zarr"
+        paths = render_evidence(
+            slide_file, arrays, attrs, ev, out / "slides" / "img", prefix=f"{sid}_",
+            cells_store=cells if cells.exists() else None, max_px=max_px,
+        )  # fmt: skip
+        item_pictures[sid] = {rec["id"]: paths}
+        if demo_cohort is not None:
+            frac = demo_patch_lesion_fraction(
+                demo_cohort, sid, arrays["patch_coords"], float(attrs["patch_size_level0"])
+            )
+            lesion = frac >= 0.5
+            if lesion.any():
+                overlap[sid] = {"item": rec["id"], **hot_overlap(ev.patch.float().numpy(), lesion)}
+    return pictures, item_pictures, overlap
+
+
+def _overlap_summary(per_slide: Mapping[str, dict]) -> dict[str, Any]:
+    if not per_slide:
+        return {}
+    v = list(per_slide.values())
+    aurocs = [o["auroc"] for o in v if o["auroc"] is not None]
+    return {
+        "slides": len(v),
+        "top10_in_lesion_mean": float(np.mean([o["top_in_lesion"] for o in v])),
+        "lesion_rate_mean": float(np.mean([o["lesion_rate"] for o in v])),
+        "auroc_mean": float(np.mean(aurocs)) if aurocs else None,
+        "per_slide": dict(per_slide),
+    }
+
+
+def run_evaluation(
+    model_dir: str | Path,
+    manifest: str | Path,
+    test_files: Sequence[str | Path],
+    out_dir: str | Path,
+    baselines: Mapping[str, str | Path] | None = None,
+    stage1_dir: str | Path | None = None,
+    reports: str | Path | None = None,
+    split: str = "test",
+    fmt: str = "auto",
+    class_prompts: Mapping[str, Sequence[str] | str] | None = None,
+    cfg: EvalConfig | None = None,
+    evidence_slides: int | None = None,
+    demo_cohort: str | Path | None = None,
+    curves: Mapping[str, str | Path] | None = None,
+    max_px: int = 768,
+) -> dict[str, Any]:
+    """Evaluate ``model_dir`` and its ``baselines`` and write the run folder (module doc)
+    atomically; returns the ``metrics.json`` document."""
+    from hwsi_model.evaluation.report_html import (
+        metrics_document,
+        render_cohort_report,
+        render_slide_page,
+        write_metrics_json,
+    )
+    from hwsi_model.model.mllm import HWSIModel
+
+    cfg = cfg or EvalConfig()
+    models = {METHOD: Path(model_dir), **{k: Path(v) for k, v in (baselines or {}).items()}}
+    rows = {r.slide_id: r for r in read_manifest(manifest, splits=[split])}
+    with atomic_output(out_dir) as tmp:
+        run = evaluate_models(models, manifest, test_files, tmp, split, fmt, cfg)
+        results = [{"name": n, "families": run["families"][n]} for n in models]
+        extra: dict[str, Any] = {"split": split, "test_files": [str(f) for f in test_files]}
+        tables: dict[str, dict] = {}
+        if stage1_dir is not None:
+            align = alignment_metrics(
+                HWSIModel.from_pretrained(stage1_dir, load_llm=False),
+                manifest, split, reports, class_prompts,
+            )  # fmt: skip
+            extra.update(align)
+            if "retrieval" in align:
+                tables["Slide <-> report retrieval (stage 1)"] = {
+                    k: {m: v[m] for m in ("r1", "r5", "r10", "mrr", "n", "chance_r1")}
+                    for k, v in align["retrieval"].items()
+                }
+            if "zero_shot" in align:
+                z = align["zero_shot"]
+                tables["Zero-shot slide classification (stage 1)"] = {
+                    "stage 1": {k: z[k] for k in ("accuracy", "balanced_accuracy", "n", "chance")}
+                }
+        records = [e.record(a) for e, a in zip(run["items"], run["answers"][METHOD], strict=True)]
+        limit = evidence_slides if evidence_slides and evidence_slides > 0 else None
+        pictures, item_pictures, overlap = _evidence_pages(
+            models[METHOD], records, rows, tmp, limit,
+            Path(demo_cohort) if demo_cohort else None, max_px,
+        )  # fmt: skip
+        summary = _overlap_summary(overlap)
+        if summary:
+            extra["evidence_overlap"] = summary
+            tables["Evidence vs the generator's lesion (hierarchical, report answers)"] = {
+                sid: {k: o[k] for k in ("top_in_lesion", "lesion_rate", "auroc", "n_patches")}
+                for sid, o in overlap.items()
+            }
+        extra["provenance"] = {
+            "code": provenance.code_version(),
+            "models": {n: provenance.model_fingerprint(d) for n, d in models.items()},
+            "stage1": provenance.model_fingerprint(stage1_dir) if stage1_dir else None,
+            "caches": {
+                sid: provenance.cache_fingerprint(rows[sid].cache)
+                for sid in sorted({r["slide_id"] for r in records})
+            },
+        }
+        extra["decoding"] = {"num_beams": cfg.num_beams, "seed": cfg.seed,
+                             "max_new_tokens": cfg.max_new_tokens}  # fmt: skip
+        write_metrics_json(tmp / "metrics.json", results, extra)
+        by_slide: dict[str, list[dict]] = defaultdict(list)
+        for r in records:
+            by_slide[r["slide_id"]].append(r)
+        pages = {}
+        for sid, recs in by_slide.items():
+            pages[sid] = render_slide_page(
+                tmp / "slides" / f"{sid}.html", sid, recs, pictures.get(sid),
+                item_pictures.get(sid), tmp / "report.html",
+            )  # fmt: skip
+        examples = []
+        for fam in dict.fromkeys(r["family"] for r in records):
+            examples += [
+                {**r, "page": pages[r["slide_id"]]} for r in records if r["family"] == fam
+            ][:2]
+        render_cohort_report(
+            tmp / "report.html", results, title=f"Evaluation on the {split} split",
+            tables=tables, examples=examples, curves=curves, slide_pages=pages,
+            metrics_json=tmp / "metrics.json",
+        )  # fmt: skip
+    doc = metrics_document(results, extra)
+    log.info("evaluation written to %s", out_dir)
+    return doc
+
+
+def summary_lines(doc: Mapping[str, Any]) -> list[str]:
+    lines = []
+    for fam, r in doc["families"].items():
+        main = ", ".join(f"{k} {v:.3f}" for k, v in r["metrics"].items() if isinstance(v, float))
+        base = "; ".join(
+            f"{b}: " + ", ".join(
+                f"{k} {v:.3f}" for k, v in br["metrics"].items() if isinstance(v, float)
+            )
+            for b, br in r.get("baselines", {}).items()
+        )  # fmt: skip
+        chance = f", chance {r['chance']:.3f}" if r.get("chance") is not None else ""
+        base = f" | {base}" if base else ""
+        lines.append(f"{fam} (n={r['n']}, unparsed {r['unparsed']}{chance}): {main}{base}")
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from hwsi_model.logs import setup_logging
+
+    p = argparse.ArgumentParser(description="evaluate a model and its baselines on a test split")
+    p.add_argument("--model", required=True, help="the method's model folder (stage 3)")
+    p.add_argument("--baseline", action="append", default=[], metavar="NAME=DIR")
+    p.add_argument("--stage1", help="stage-1 model folder (retrieval, zero-shot)")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--test", nargs="+", required=True, help="test files (any supported format)")
+    p.add_argument("--format", default="auto")
+    p.add_argument("--reports")
+    p.add_argument("--split", default="test")
+    p.add_argument("--class-prompts", help="JSON {label: [prompts]} for zero-shot")
+    p.add_argument("--beams", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--bertscore-model", help="local model folder for BERTScore")
+    p.add_argument("--evidence-slides", type=int, default=0, help="0: every test slide")
+    p.add_argument("--demo-cohort", help="demo cohort folder: measure evidence vs lesions")
+    p.add_argument("--curve", action="append", default=[], metavar="NAME=PNG")
+    p.add_argument("--out", required=True)
+    p.add_argument("--log")
+    a = p.parse_args(argv)
+    setup_logging(a.log)
+    doc = run_evaluation(
+        a.model, a.manifest, a.test, a.out,
+        baselines=dict(b.split("=", 1) for b in a.baseline),
+        stage1_dir=a.stage1, reports=a.reports, split=a.split, fmt=a.format,
+        class_prompts=json.loads(a.class_prompts) if a.class_prompts else None,
+        cfg=EvalConfig(batch_size=a.batch_size, num_beams=a.beams,
+                       bertscore_model=a.bertscore_model),
+        evidence_slides=a.evidence_slides, demo_cohort=a.demo_cohort,
+        curves=dict(c.split("=", 1) for c in a.curve),
+    )  # fmt: skip
+    for line in summary_lines(doc):
+        log.info("%s", line)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

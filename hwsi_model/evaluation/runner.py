@@ -1,0 +1,207 @@
+"""Answer every test item with each model and score the answers per task family.
+
+- :func:`answer_items`: deterministic decoding (greedy, or beam search with ``num_beams``; the
+  seed is fixed), closed and open items batched separately (short and long answers).
+- :func:`alignment_metrics`: from a stage-1 (or later) model's alignment space, slide <-> report
+  retrieval (recall@1/5/10, MRR) and zero-shot slide classification against class prompts.
+- :func:`evaluate_models`: the whole run for the method and its baselines on one test split;
+  per-item predictions (JSONL) and the per-family metrics of every model, next to chance.
+
+The run folder (``metrics.json``, HTML pages, evidence maps) is written by
+:mod:`hwsi_model.evaluation.pipeline` with :mod:`hwsi_model.evaluation.report_html`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from hwsi_model.evaluation import metrics
+from hwsi_model.evaluation.families import EvalItem, read_test_set, score_items
+from hwsi_model.model.batch import collate_slides
+from hwsi_model.model.mllm import HWSIModel
+from hwsi_model.training.data import PairDataset, SlideStore, collate_examples, read_manifest
+from hwsi_model.training.formats import read_reports
+
+log = logging.getLogger(__name__)
+
+#: New tokens per answer: closed answers are a letter and an option, open ones a paragraph.
+MAX_NEW_TOKENS = {"closed": 24, "open": 192}
+
+
+@dataclass
+class EvalConfig:
+    """Decoding and batching of an evaluation run."""
+
+    batch_size: int = 8
+    num_beams: int = 1
+    seed: int = 0
+    max_new_tokens: dict[str, int] = field(default_factory=lambda: dict(MAX_NEW_TOKENS))
+    bertscore_model: str | None = None
+
+
+@torch.no_grad()
+def answer_items(
+    model: HWSIModel, store: SlideStore, items: Sequence[EvalItem], cfg: EvalConfig | None = None
+) -> list[str]:
+    """One generated answer per item (same order); items whose slide is missing raise."""
+    cfg = cfg or EvalConfig()
+    missing = sorted({e.item.slide_id for e in items if e.item.slide_id not in store})
+    if missing:
+        raise ValueError(
+            f"{len(missing)} test slide(s) are not in the manifest split: {missing[:5]}"
+        )
+    model.eval()
+    answers: list[str | None] = [None] * len(items)
+    for group in ("closed", "open"):
+        idx = [i for i, e in enumerate(items) if e.group == group]
+        ds = PairDataset(store, [items[i].item for i in idx], None) if idx else None
+        chunks = range(0, len(idx), cfg.batch_size)
+        for start in tqdm(chunks, desc=f"answering {group} items", leave=False, disable=not idx):
+            part = idx[start : start + cfg.batch_size]
+            batch = collate_examples([ds[start + j] for j in range(len(part))])
+            torch.manual_seed(cfg.seed)
+            texts = model.generate(
+                batch.slides,
+                batch.questions,
+                max_new_tokens=cfg.max_new_tokens[group],
+                num_beams=cfg.num_beams,
+            )
+            for i, text in zip(part, texts, strict=True):
+                answers[i] = text.strip()
+    return [a or "" for a in answers]
+
+
+@torch.no_grad()
+def slide_and_report_embeddings(
+    model: HWSIModel, store: SlideStore, slide_ids: Sequence[str], reports: Mapping[str, str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised alignment-space embeddings ``[N, A]`` of the slides' WSI tokens and of their
+    reports (through the text encoder and text projector)."""
+    if model.text_encoder is None:
+        raise ValueError("the alignment metrics need the model's text encoder")
+    model.eval()
+    vis, txt = [], []
+    for sid in slide_ids:
+        out = model.visual(collate_slides([store[sid]]))
+        vis.append(model.visual.align(out, ["wsi"])["wsi"].emb[0, 0])
+        txt.append(model.visual.embed_text(model.text_encoder([reports[sid]]))[0])
+    v = torch.nn.functional.normalize(torch.stack(vis), dim=-1)
+    t = torch.nn.functional.normalize(torch.stack(txt), dim=-1)
+    return v.float().numpy(), t.float().numpy()
+
+
+@torch.no_grad()
+def class_prompt_embeddings(model: HWSIModel, prompts: Mapping[str, Sequence[str]]) -> np.ndarray:
+    """``[K, A]``: per class the normalised mean of its prompts' alignment-space embeddings."""
+    rows = []
+    for texts in prompts.values():
+        e = model.visual.embed_text(model.text_encoder(list(texts)))
+        rows.append(torch.nn.functional.normalize(e.mean(0), dim=-1))
+    return torch.stack(rows).float().numpy()
+
+
+def default_class_prompts(labels: Sequence[str]) -> dict[str, list[str]]:
+    """Prompts per label when the config gives none: the label's words in three templates."""
+    out = {}
+    for label in labels:
+        name = label.replace("_", " ")
+        out[label] = [name, f"The slide shows {name}.", f"Diagnosis: {name}."]
+    return out
+
+
+def alignment_metrics(
+    model: HWSIModel,
+    manifest: str | Path,
+    split: str,
+    reports: str | Path | None = None,
+    class_prompts: Mapping[str, Sequence[str] | str] | None = None,
+) -> dict[str, Any]:
+    """Slide <-> report retrieval and zero-shot classification on the ``split`` slides."""
+    rows = read_manifest(manifest, splits=[split])
+    store = SlideStore(rows)
+    result: dict[str, Any] = {}
+    recs = {r.slide_id: r.report for r in read_reports(reports)} if reports else {}
+    ids = [r.slide_id for r in rows if r.slide_id in recs]
+    if ids:
+        v, t = slide_and_report_embeddings(model, store, ids, recs)
+        sim = v @ t.T
+        result["retrieval"] = {
+            "slide_to_report": metrics.retrieval_metrics(sim),
+            "report_to_slide": metrics.retrieval_metrics(sim.T),
+        }
+    labelled = [r for r in rows if r.label]
+    if labelled:
+        names = sorted({r.label for r in labelled})
+        given = dict(class_prompts or {})
+        prompts = {
+            k: ([given[k]] if isinstance(given.get(k), str) else list(given[k]))
+            if k in given
+            else default_class_prompts([k])[k]
+            for k in names
+        }
+        with torch.no_grad():
+            emb = []
+            for r in labelled:
+                out = model.visual(collate_slides([store[r.slide_id]]))
+                emb.append(model.visual.align(out, ["wsi"])["wsi"].emb[0, 0].float().numpy())
+        zs = metrics.zero_shot_accuracy(
+            np.stack(emb),
+            class_prompt_embeddings(model, prompts),
+            [names.index(r.label) for r in labelled],
+            names,
+        )
+        zs["prompts"] = prompts
+        result["zero_shot"] = zs
+    return result
+
+
+def evaluate_models(
+    models: Mapping[str, str | Path],
+    manifest: str | Path,
+    test_files: Sequence[str | Path],
+    out_dir: str | Path,
+    split: str = "test",
+    fmt: str = "auto",
+    cfg: EvalConfig | None = None,
+) -> dict[str, Any]:
+    """Answer and score the test items with every model (name -> model folder).
+
+    Writes ``predictions/<name>.jsonl`` (one row per item: question, reference, answer, parsed
+    value, correct) under ``out_dir``; returns ``{"items": [...], "answers": {name: [...]},
+    "families": {name: score_items(...)}}``.
+    """
+    cfg = cfg or EvalConfig()
+    out = Path(out_dir)
+    (out / "predictions").mkdir(parents=True, exist_ok=True)
+    store = SlideStore(read_manifest(manifest, splits=[split]))
+    items = [e for f in test_files for e in read_test_set(f, fmt)]
+    dropped = [e for e in items if e.item.slide_id not in store]
+    if dropped:
+        log.warning(
+            "%d of %d test items have no slide in split %r of %s; left out",
+            len(dropped), len(items), split, manifest,
+        )  # fmt: skip
+    items = [e for e in items if e.item.slide_id in store]
+    if not items:
+        raise ValueError(f"no test item has a slide in split {split!r} of {manifest}")
+    answers: dict[str, list[str]] = {}
+    families: dict[str, dict] = {}
+    for name, model_dir in models.items():
+        log.info("evaluating %s (%s) on %d items", name, model_dir, len(items))
+        model = HWSIModel.from_pretrained(model_dir)
+        answers[name] = answer_items(model, store, items, cfg)
+        families[name] = score_items(items, answers[name], cfg.bertscore_model)
+        with open(out / "predictions" / f"{name}.jsonl", "w") as f:
+            for e, a in zip(items, answers[name], strict=True):
+                f.write(json.dumps(e.record(a)) + "\n")
+        del model
+    return {"items": items, "answers": answers, "families": families}

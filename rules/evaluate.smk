@@ -1,0 +1,30 @@
+# Evaluation of the trained model next to its baselines on the held-out split
+# (hwsi_model.evaluation): metrics per task family, predictions, evidence maps, HTML reports.
+
+
+rule evaluate:
+    """The method and the baselines on the test files: metrics.json, report.html, slide pages."""
+    input:
+        unpack(evaluation_inputs),
+    output:
+        directory(f"{OUTDIR}/evaluation"),
+    log:
+        f"{OUTDIR}/logs/evaluate.log",
+    conda:
+        "../envs/hwsi.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    params:
+        baselines={BASELINE_NAMES[b]: b for b in TRAIN["baselines"]},
+        split=EVAL["split"],
+        format=EVAL["format"],
+        num_beams=EVAL["num_beams"],
+        batch_size=EVAL["batch_size"],
+        evidence_slides=EVAL["evidence_slides"],
+        demo_cohort=EVAL_DEMO_COHORT,
+        class_prompts=EVAL["class_prompts"],
+        bertscore_model=EVAL["bertscore_model"],
+    script:
+        "../workflow_scripts/evaluate.py"

@@ -1,0 +1,149 @@
+"""The evaluation runner end to end on a WSI-Bench-format file written here, with the method's
+model and the text-only baseline; the alignment metrics; ``hwsi ask`` on a cache."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from train_helpers import D_C, D_P, tiny_model_config
+
+from hwsi_model.cli import main as hwsi
+from hwsi_model.evaluation.runner import EvalConfig, alignment_metrics, evaluate_models
+from hwsi_model.model.mllm import HWSIModel
+from hwsi_model.training.config import StageConfig
+from hwsi_model.training.modeling import load_stage_model, new_stage1_model, save_model_folder
+
+
+@pytest.fixture(scope="module")
+def folders(tiny_text_encoder, tiny_llm, tmp_path_factory) -> dict[str, Path]:
+    """Untrained model folders: the method after stage 2 and the text-only baseline."""
+    root = tmp_path_factory.mktemp("eval_models")
+    config = tiny_model_config(tiny_text_encoder)
+    config.llm_path = str(tiny_llm)
+    torch.manual_seed(0)
+    save_model_folder(new_stage1_model(config, StageConfig(stage=1), D_P, D_C), root / "s1")
+    out = {"stage1": root / "s1"}
+    for name, cfg in {
+        "hierarchy": StageConfig(stage=2),
+        "text_only": StageConfig(stage=3, visual_input="none", llm_tuning="full"),
+    }.items():
+        save_model_folder(load_stage_model(root / "s1", cfg), root / name)
+        out[name] = root / name
+    return out
+
+
+def _wsibench_file(path: Path) -> Path:
+    """Three hand-written WSI-Bench items on the toy cohort's validation slides."""
+    items = [
+        {
+            "id": "q1",
+            "image": ["./toy_06.svs"],
+            "conversations": [
+                {"from": "human", "value": "<image>\nWhich grade?\nA) Low\nB) High"},
+                {"from": "gpt", "value": "B) High"},
+            ],
+        },
+        {
+            "id": "q2",
+            "image": "toy_07.svs",
+            "conversations": [
+                {"from": "human", "value": "<image>\nIs there necrosis?"},
+                {"from": "gpt", "value": "No"},
+            ],
+        },
+        {
+            "id": "q3",
+            "image": "toy_08.svs",
+            "conversations": [
+                {"from": "human", "value": "<image>\nDescribe the nuclei."},
+                {"from": "gpt", "value": "Large pleomorphic nuclei with coarse chromatin."},
+            ],
+        },
+    ]
+    path.write_text(json.dumps(items))
+    return path
+
+
+def test_evaluate_models_on_wsibench_items(folders, cohort, tmp_path) -> None:
+    test_file = _wsibench_file(tmp_path / "wsibench_test.json")
+    models = {"hierarchy": folders["hierarchy"], "text_only": folders["text_only"]}
+    cfg = EvalConfig(batch_size=2, max_new_tokens={"closed": 4, "open": 6})
+    out = tmp_path / "eval"
+    run = evaluate_models(models, cohort["manifest"], [test_file], out, "val", cfg=cfg)
+    assert [e.family for e in run["items"]] == ["multiple_choice", "true_false", "open_question"]
+    for name in models:
+        lines = (out / "predictions" / f"{name}.jsonl").read_text().splitlines()
+        rows = [json.loads(line) for line in lines]
+        assert [r["id"] for r in rows] == ["q1", "q2", "q3"]
+        assert [r["answer"] for r in rows] == run["answers"][name]
+        mc = run["families"][name]["multiple_choice"]
+        assert mc["n"] == 1 and mc["chance"] == 0.5
+        assert mc["metrics"]["accuracy"] == float(rows[0]["correct"])
+        assert mc["unparsed"] == int(rows[0]["parsed"] is None)
+        assert run["families"][name]["open_question"]["n"] == 1
+    # Greedy decoding with a fixed seed: the same answers again.
+    again = evaluate_models(
+        {"text_only": folders["text_only"]}, cohort["manifest"], [test_file], tmp_path / "e2",
+        "val", cfg=cfg,
+    )  # fmt: skip
+    assert again["answers"]["text_only"] == run["answers"]["text_only"]
+
+
+def test_evaluation_refuses_a_test_set_without_slides(folders, cohort, tmp_path) -> None:
+    test_file = _wsibench_file(tmp_path / "t.json")
+    with pytest.raises(ValueError, match="no test item has a slide"):
+        evaluate_models({"m": folders["hierarchy"]}, cohort["manifest"], [test_file], tmp_path,
+                        "train")  # fmt: skip
+
+
+def test_alignment_metrics(folders, cohort) -> None:
+    model = HWSIModel.from_pretrained(folders["stage1"], load_llm=False)
+    prompts = {"benign": ["benign glands"], "low_grade": "low-grade carcinoma"}
+    result = alignment_metrics(model, cohort["manifest"], "val", cohort["reports"], prompts)
+    s2r = result["retrieval"]["slide_to_report"]
+    assert s2r["n"] == 3 and s2r["chance_r1"] == pytest.approx(1 / 3)
+    assert 0 <= s2r["r1"] <= s2r["r5"] == 1.0 and 1 / 3 <= s2r["mrr"] <= 1
+    zs = result["zero_shot"]
+    assert zs["n"] == 3 and zs["chance"] == pytest.approx(1 / 3)
+    assert zs["prompts"]["low_grade"] == ["low-grade carcinoma"]
+    assert zs["prompts"]["high_grade"][1] == "The slide shows high grade."  # default prompts
+
+
+def test_hwsi_ask_on_a_cache(folders, cohort, capsys) -> None:
+    cache = next((Path(cohort["manifest"]).parent / "cache").glob("toy_06.zarr"))
+    rc = hwsi(["ask", "--model", str(folders["hierarchy"]), "--slide", str(cache),
+               "--max-new-tokens", "3", "--json", "Which grade?\nA) Low\nB) High"])  # fmt: skip
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["slide_id"] == "toy_06" and out["question"].startswith("Which grade?")
+    assert isinstance(out["answer"], str) and out["pictures"] == {}
+
+
+def test_run_evaluation_writes_the_run_folder(folders, cohort, tmp_path) -> None:
+    from hwsi_model.evaluation.pipeline import run_evaluation
+
+    test_file = _wsibench_file(tmp_path / "wsibench_test.json")
+    out = tmp_path / "evaluation"
+    doc = run_evaluation(
+        folders["hierarchy"], cohort["manifest"], [test_file], out,
+        baselines={"text_only": folders["text_only"]}, stage1_dir=folders["stage1"],
+        reports=cohort["reports"], split="val",
+        cfg=EvalConfig(batch_size=3, max_new_tokens={"closed": 3, "open": 4}),
+    )  # fmt: skip
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["model"] == "hierarchical" and saved["split"] == "val"
+    mc = saved["families"]["multiple_choice"]
+    assert mc["n"] == 1 and mc["chance"] == 0.5 and "text_only" in mc["baselines"]
+    assert saved["retrieval"]["slide_to_report"]["n"] == 3
+    assert set(saved["provenance"]["models"]) == {"hierarchical", "text_only"}
+    assert set(saved["provenance"]["caches"]) == {"toy_06", "toy_07", "toy_08"}
+    assert doc["families"].keys() == saved["families"].keys()
+    html = (out / "report.html").read_text()
+    assert "hierarchical" in html and "text_only" in html and "slides/toy_06.html" in html
+    assert sorted(p.name for p in (out / "slides").glob("*.html")) == [
+        "toy_06.html", "toy_07.html", "toy_08.html",
+    ]  # fmt: skip
+    assert len((out / "predictions" / "text_only.jsonl").read_text().splitlines()) == 3

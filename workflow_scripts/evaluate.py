@@ -1,0 +1,42 @@
+"""Rule ``evaluate``: the method and its baselines on the test split
+(:func:`hwsi_model.evaluation.pipeline.run_evaluation`)."""
+
+import logging
+import sys
+
+from hwsi_model.evaluation.pipeline import run_evaluation, summary_lines
+from hwsi_model.evaluation.runner import EvalConfig
+from hwsi_model.logs import run_reporting_errors
+
+
+def main(smk) -> int:
+    p = smk.params
+    cfg = EvalConfig(
+        batch_size=p.batch_size, num_beams=p.num_beams, bertscore_model=p.bertscore_model
+    )
+
+    def run() -> None:
+        doc = run_evaluation(
+            smk.input.model,
+            smk.input.manifest,
+            list(smk.input.test),
+            smk.output[0],
+            baselines={name: smk.input[f"baseline_{b}"] for name, b in p.baselines.items()},
+            stage1_dir=smk.input.stage1,
+            reports=smk.input.reports,
+            split=p.split,
+            fmt=p.format,
+            class_prompts=dict(p.class_prompts) or None,
+            cfg=cfg,
+            evidence_slides=p.evidence_slides,
+            demo_cohort=p.demo_cohort,
+            curves={f"stage {n + 1}": c for n, c in enumerate(smk.input.curves)},
+        )
+        for line in summary_lines(doc):
+            logging.getLogger("evaluate").info("%s", line)
+
+    return run_reporting_errors(run, log_file=smk.log[0])
+
+
+if __name__ == "__main__":
+    sys.exit(main(snakemake))  # noqa: F821 -- injected by Snakemake's script directive
