@@ -162,6 +162,12 @@ def test_cells_workflow_and_new_slides(tmp_path, cohort, trained, venv_path_env)
     manifest = pd.read_csv(out / "manifest.csv")
     assert sorted(manifest.slide_id) == sorted(sheet.slide_id[:2])
     assert manifest.n_cells.sum() > 0 and (manifest.n_selected > 0).all()
+    # Every store is valid, records its provenance and was made from the current upstream ones.
+    check = subprocess.run(["hwsi", "check", str(out)], capture_output=True, text=True,
+                           env=venv_path_env)  # fmt: skip
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "10 valid, 0 bad store(s)" in check.stdout
+    assert manifest.provenance_id.str.len().eq(16).all()
     write_cohort(work, rows[:3], extra_yaml=cells)
     jobs = planned_jobs(snakemake(work, venv_path_env, MANIFEST, "-n").stdout)
     new = sheet.slide_id[2]
