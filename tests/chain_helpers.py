@@ -5,10 +5,10 @@ table holds a few nuclei written directly, the embeddings and cache are computed
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
-from conftest import synthetic_image
 
 from hwsi_model.cells.segment import CellTable
 from hwsi_model.cells.store import write_cells
@@ -28,9 +28,20 @@ from hwsi_model.tiling.tissue import TissueParams
 TOP_K = 2
 
 
+def _synthetic_image(*args, **kw) -> np.ndarray:
+    """``synthetic_image`` of tests/conftest.py, loaded by path (several ``conftest`` modules
+    exist, so ``import conftest`` could find another one)."""
+    spec = importlib.util.spec_from_file_location(
+        "hwsi_tests_conftest", Path(__file__).with_name("conftest.py")
+    )
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.synthetic_image(*args, **kw)
+
+
 def write_slide(path: Path, seed: int = 0, blank: bool = False, size: int = 1024) -> Path:
     """A 0.5 um/px pyramidal TIFF of ``size`` x ``size`` px."""
-    write_pyramid_tiff(path, synthetic_image(size, size, seed=seed, blank=blank), mpp=0.5)
+    write_pyramid_tiff(path, _synthetic_image(size, size, seed=seed, blank=blank), mpp=0.5)
     return path
 
 
