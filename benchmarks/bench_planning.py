@@ -12,7 +12,8 @@
    the demo sheet's time, so every output is newer than its inputs as after a real run.
    Snakemake then finds nothing to redo by modification time but has no records for the copies,
    so its other re-run triggers (parameters, input set, code, software environment) are
-   inactive; ``snakemake --touch`` records them as a finished run does. After that,
+   inactive; ``snakemake --touch --forceall`` touches every output in run order and records
+   them as a finished run does. After that,
    ``snakemake -n`` on the same targets must report "Nothing to be done"; its wall time is the
    median of ``--repeats`` runs. Targets: every per-slide output (tissue mask to cache and the
    QC pictures). The cohort manifest is left out: it reads the slide ids stored inside the
@@ -176,7 +177,7 @@ def noop(n: int, demo: Path, root: Path, base: dict, repeats: int) -> dict:
     reasons_before = Counter(
         r.split(":")[0] for r in re.findall(r"^\s+reason: ([^;\n]+)", text, re.M)
     )
-    touch_s, proc = snakemake(work, "--touch", "--cores", "1", *targets)
+    touch_s, proc = snakemake(work, "--touch", "--forceall", "--cores", "1", *targets)
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-3000:])
     times, outputs = [], []
@@ -187,9 +188,11 @@ def noop(n: int, demo: Path, root: Path, base: dict, repeats: int) -> dict:
         times.append(seconds)
         outputs.append(proc.stdout + proc.stderr)
     jobs = [planned_total(o) for o in outputs]
+    m = re.search(r"(\d+) jobs have missing provenance/metadata", outputs[0])
+    missing_after = int(m.group(1)) if m else 0
     if any(jobs):
         raise RuntimeError(f"the re-run is not a no-op: {jobs} jobs planned\n{outputs[0][-3000:]}")
-    records = sum(1 for _ in (work / ".snakemake" / "metadata").iterdir())
+    records = sum(1 for p in (work / ".snakemake" / "metadata").rglob("*") if p.is_file())
     return {
         "slides": n,
         "targets": len(targets),
@@ -203,6 +206,7 @@ def noop(n: int, demo: Path, root: Path, base: dict, repeats: int) -> dict:
         "reasons_before_touch": dict(reasons_before),
         "touch_seconds": round(touch_s, 1),
         "metadata_records": records,
+        "jobs_without_metadata": missing_after,
     }
 
 
