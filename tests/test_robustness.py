@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -183,3 +184,25 @@ def test_slide_that_disappears_between_runs(tmp_path, make_slide, venv_path_env)
         k: v for k, v in finished.items() if k.startswith("a.zarr")
     }
     assert "b" not in (out / "tiles" / "summary.tsv").read_text().split()
+
+
+@pytest.mark.parametrize("source", ["synthetic", "CMU-1-Small-Region.svs"])
+def test_truncated_slide_is_a_clear_per_slide_error(source, tmp_path, request):
+    """A slide cut short (an interrupted copy): the slide's step fails naming it, nothing is
+    written. (Corrupt tile data and unopenable files: test_workflow.py.)"""
+    from hwsi_model.errors import SlideOpenError
+    from hwsi_model.tiling.steps import tissue_step
+    from hwsi_model.tiling.tissue import TissueParams
+
+    if source == "synthetic":
+        full = write_slide(tmp_path / "full.tiff", size=2048)
+    else:
+        full = request.getfixturevalue("slides_dir") / source
+    cut = tmp_path / f"cut{full.suffix}"
+    data = full.read_bytes()
+    cut.write_bytes(data[: int(len(data) * 0.6)])  # a copy in tmp_path, never in the repo
+    with pytest.raises(
+        SlideOpenError, match=re.escape(f"slide 'cut': OpenSlide cannot open {cut}")
+    ):
+        tissue_step(cut, "cut", tmp_path / "tissue" / "cut", TissueParams())
+    assert not (tmp_path / "tissue").exists() or not any((tmp_path / "tissue").iterdir())
