@@ -1,8 +1,7 @@
 rule train_demo_stardist:
     """A small StarDist2D trained on the demo cohort's ground-truth nucleus masks."""
     input:
-        gt_index=config["cells"]["training"]["gt_index"],
-        samples=CELLS_TRAIN_SAMPLES,
+        unpack(demo_stardist_inputs),
     output:
         directory(f"{OUTDIR}/models/stardist_demo"),
     log:
@@ -15,6 +14,7 @@ rule train_demo_stardist:
         runtime=60,
         gpu=0,
     params:
+        samples=CELLS_TRAIN_SAMPLES,
         mpp=config["cells"]["mpp"],
         epochs=config["cells"]["training"]["epochs"],
         steps_per_epoch=config["cells"]["training"]["steps_per_epoch"],

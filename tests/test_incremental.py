@@ -89,3 +89,25 @@ def test_new_cohort_runs_only_its_slides_and_changed_parameters_only_their_steps
     write_cohort(work, rows_a + rows_b, extra_yaml=config(top_k=3))
     jobs = planned_jobs(snakemake(work, venv_path_env, *targets(everyone), "-n").stdout)
     assert set(jobs) == {("select_patches", s) for s in everyone}
+
+
+def test_demo_nucleus_model_does_not_depend_on_the_sample_sheet(tmp_path, make_slide,
+                                                                 venv_path_env):  # fmt: skip
+    """With ``cells.model: demo`` the model is trained on the ground-truth tiles' slides only:
+    its inputs are the GT index and those slides, so appending slides to the sheet does not
+    retrain it (and re-segment every slide)."""
+    work = tmp_path / "wf"
+    slides = [make_slide(f"s{i}", 1024, 1024, mpp=0.5, seed=i) for i in range(3)]
+    gt = work / "gt"
+    gt.mkdir(parents=True)
+    (gt / "index.csv").write_text(
+        "slide_id,x,y,width,height,mpp,label_path,n_nuclei\ns1,0,0,256,256,0.5,gt/a.tif,3\n"
+    )
+    cells = "cells:\n  model: demo\n  training:\n    gt_index: gt/index.csv\n"
+    write_cohort(work, [f"{p.stem},{p}," for p in slides], extra_yaml=cells)
+    proc = snakemake(work, venv_path_env, "-n", "out/models/stardist_demo")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    block = proc.stdout.split("rule train_demo_stardist:")[1].split("\n\n")[0]
+    inputs = next(line for line in block.splitlines() if line.strip().startswith("input:"))
+    assert "gt/index.csv" in inputs and str(slides[1]) in inputs
+    assert "samples.csv" not in inputs and str(slides[0]) not in inputs

@@ -11,7 +11,7 @@ def main(smk) -> int:
     params = TrainParams(mpp=p.mpp, epochs=p.epochs, steps_per_epoch=p.steps_per_epoch)
     return run_reporting_errors(
         lambda: train_stardist(
-            smk.input.gt_index, smk.input.samples, smk.output[0], params, threads=smk.threads
+            smk.input.gt_index, smk.params.samples, smk.output[0], params, threads=smk.threads
         ),
         log_file=smk.log[0],
     )
