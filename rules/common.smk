@@ -45,7 +45,8 @@ CELLS_TRAIN_SAMPLES = CELLS["training"]["samples"] or config["samples"]
 
 def demo_stardist_inputs(wildcards):
     """The ground-truth index and the slides it names; not the sample sheet itself, so that
-    appending slides to the sheet does not retrain the model (and re-segment every slide)."""
+    appending slides to the sheet does not retrain the model (and re-segment every slide).
+    """
     index = CELLS["training"]["gt_index"]
     if not os.path.exists(index):
         return {"gt_index": index}
@@ -53,6 +54,8 @@ def demo_stardist_inputs(wildcards):
         ids = sorted({row["slide_id"] for row in csv.DictReader(f)})
     sheet = read_sample_sheet(CELLS_TRAIN_SAMPLES)
     return {"gt_index": index, "slides": [sheet[i].path for i in ids if i in sheet]}
+
+
 # What the cell table depends on (besides the model and the tiles).
 CELLS_PARAMS = {
     k: CELLS[k]
