@@ -147,3 +147,23 @@ def test_run_evaluation_writes_the_run_folder(folders, cohort, tmp_path) -> None
         "toy_06.html", "toy_07.html", "toy_08.html",
     ]  # fmt: skip
     assert len((out / "predictions" / "text_only.jsonl").read_text().splitlines()) == 3
+
+
+def test_ask_refuses_a_missing_slide_and_a_cache_of_another_slide(cohort, tmp_path) -> None:
+    import shutil
+
+    import zarr
+
+    from hwsi_model.errors import HwsiError
+    from hwsi_model.evaluation.ask import prepare_cache
+
+    results = tmp_path / "results"
+    cache = results / "cache" / "toy_06.zarr"
+    shutil.copytree(Path(cohort["manifest"]).parent / "cache" / "toy_06.zarr", cache)
+    zarr.open_group(cache, mode="r+").attrs["slide_path"] = str(tmp_path / "elsewhere.svs")
+    with pytest.raises(HwsiError, match="does not exist"):
+        prepare_cache(tmp_path / "nope.svs", results, "config.yaml")
+    other = tmp_path / "toy_06.svs"  # the id of a cached slide, another file
+    other.write_bytes(b"not a slide")
+    with pytest.raises(HwsiError, match="choose another --slide-id"):
+        prepare_cache(other, results, "config.yaml")
