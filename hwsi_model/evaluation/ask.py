@@ -14,6 +14,7 @@ question and answer to every region, patch and cell, painted by
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import re
 import subprocess
@@ -25,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 
 from hwsi_model.errors import HwsiError
 
@@ -78,7 +80,8 @@ def prepare_cache(
 
     Runs ``snakemake <results>/cache/<slide_id>.zarr`` with ``configfile`` and a one-row sample
     sheet, in ``results`` (``outdir``): the cohort's models (encoder, nucleus model) are
-    reused. An existing cache of another slide under the same id is an error.
+    reused as they are (``--rerun-triggers mtime``: only missing outputs are built). An existing
+    cache of another slide under the same id is an error.
     """
     slide = Path(slide).resolve()
     if not slide.exists():
@@ -98,6 +101,12 @@ def prepare_cache(
         log.info("reusing the cache %s", cache)
         return cache
     wf = Path(workflow) if workflow else workflow_dir()
+    cfg = yaml.safe_load(Path(configfile).read_text()) or {}
+    # The cohort's own sheet still names the slides a demo nucleus model was trained on.
+    train_sheet = ((cfg.get("cells") or {}).get("training") or {}).get("samples") or cfg.get(
+        "samples"
+    )
+    cells = {"training": {"samples": train_sheet}}
     with tempfile.TemporaryDirectory(prefix="hwsi_ask_") as tmp:
         sheet = Path(tmp) / "samples.csv"
         with open(sheet, "w", newline="") as f:
@@ -109,7 +118,9 @@ def prepare_cache(
             "--directory", str(Path.cwd()), "--cores", str(cores),
             "--configfile", str(Path(configfile).resolve()),
             "--config", f"samples={sheet}", f"outdir={results}",
-            "--quiet", "rules", "--", str(cache),
+            *([f"cells={json.dumps(cells)}"] if train_sheet else []),
+            # Only what is missing: the cohort's models stay as the trained model saw them.
+            "--rerun-triggers", "mtime", "--quiet", "rules", "--", str(cache),
         ]  # fmt: skip
         log.info("building the cache of %s with the workflow (%s)", slide.name, configfile)
         proc = subprocess.run(cmd, capture_output=True, text=True)
