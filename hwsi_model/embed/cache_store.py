@@ -101,24 +101,34 @@ def write_cache(path: str | Path, arrays: dict[str, np.ndarray], attrs: dict[str
         root.attrs.update({**meta, "complete": True})  # last: the finished marker
 
 
-def validate_cache(path: str | Path) -> list[str]:
-    """Problems of a cache store (empty list: valid). Checks what training relies on."""
-    path = Path(path)
+def _open_checked(path: Path) -> tuple[zarr.Group | None, dict, list[str]]:
+    """The store, its attributes and the problems found before reading any array."""
     try:
         root = zarr.open_group(str(path), mode="r")
     except (FileNotFoundError, zarr.errors.GroupNotFoundError):
-        return ["missing or not a Zarr group"]
+        return None, {}, ["missing or not a Zarr group"]
     attrs = dict(root.attrs)
     if attrs.get("schema") != CACHE_SCHEMA:
-        return [f"not a cache store (schema {attrs.get('schema')!r})"]
+        return root, attrs, [f"not a cache store (schema {attrs.get('schema')!r})"]
     if attrs.get("schema_version") != CACHE_SCHEMA_VERSION:
-        return [f"schema version {attrs.get('schema_version')}, expected {CACHE_SCHEMA_VERSION}"]
+        v = attrs.get("schema_version")
+        return root, attrs, [f"schema version {v}, expected {CACHE_SCHEMA_VERSION}"]
     if attrs.get("complete") is not True:
-        return ["incomplete (no finished marker): the writing job did not finish"]
-    problems = [f"array '{a}' missing" for a in ARRAYS if a not in root]
+        return root, attrs, ["incomplete (no finished marker): the writing job did not finish"]
+    return root, attrs, [f"array '{a}' missing" for a in ARRAYS if a not in root]
+
+
+def validate_cache(path: str | Path) -> list[str]:
+    """Problems of a cache store (empty list: valid). Checks what training relies on."""
+    root, attrs, problems = _open_checked(Path(path))
     if problems:
         return problems
-    a = {name: root[name][...] for name in ARRAYS}
+    return check_arrays({name: root[name][...] for name in ARRAYS}, attrs)
+
+
+def check_arrays(a: dict[str, np.ndarray], attrs: dict) -> list[str]:
+    """Problems of a cache's arrays and attributes, read already (see :func:`validate_cache`)."""
+    problems: list[str] = []
     n, d = a["patch_emb"].shape
     r, s, s2 = a["region_grid"].shape
     if s != s2:
@@ -165,12 +175,17 @@ def read_cache(path: str | Path, validate: bool = True) -> tuple[dict[str, np.nd
     Raises:
         StoreError: naming the first problem when the store fails :func:`validate_cache`.
     """
-    if validate:
-        problems = validate_cache(path)
-        if problems:
-            raise StoreError(f"cache {path} is invalid: {problems[0]}")
-    root = zarr.open_group(str(path), mode="r")
-    return {name: root[name][...] for name in ARRAYS}, dict(root.attrs)
+    if not validate:
+        root = zarr.open_group(str(path), mode="r")
+        return {name: root[name][...] for name in ARRAYS}, dict(root.attrs)
+    root, attrs, problems = _open_checked(Path(path))
+    arrays: dict[str, np.ndarray] = {}
+    if not problems:  # each array is read once and checked in memory
+        arrays = {name: root[name][...] for name in ARRAYS}
+        problems = check_arrays(arrays, attrs)
+    if problems:
+        raise StoreError(f"cache {path} is invalid: {problems[0]}")
+    return arrays, attrs
 
 
 def read_slide_tensors(path: str | Path):
