@@ -188,13 +188,12 @@ def read_cache(path: str | Path, validate: bool = True) -> tuple[dict[str, np.nd
     return arrays, attrs
 
 
-def read_slide_tensors(path: str | Path):
-    """One slide's tensors for training (:class:`hwsi_model.model.batch.SlideTensors`)."""
+def slide_tensors(arrays: dict[str, np.ndarray], attrs: dict):
+    """:class:`hwsi_model.model.batch.SlideTensors` of arrays already read (:func:`read_cache`)."""
     import torch
 
     from hwsi_model.model.batch import SlideTensors
 
-    arrays, attrs = read_cache(path)
     t = {k: torch.from_numpy(v) for k, v in arrays.items()}
     return SlideTensors(
         patch_emb=t["patch_emb"],
@@ -206,6 +205,11 @@ def read_slide_tensors(path: str | Path):
         cell_offsets=t["cell_offsets"],
         slide_id=attrs.get("slide_id", ""),
     )
+
+
+def read_slide_tensors(path: str | Path):
+    """One slide's tensors for training (:class:`hwsi_model.model.batch.SlideTensors`)."""
+    return slide_tensors(*read_cache(path))
 
 
 def open_cohort_dask(paths: list[str | Path], name: str = "patch_emb"):

@@ -334,8 +334,3 @@ def manifest_step(caches: list[str | Path], samples: dict[str, Sample], out_csv:
         df.to_csv(tmp, index=False)
     return df
 
-
-def check_caches(outdir: str | Path) -> dict[str, list[str]]:
-    """Validate every ``cache/*.zarr`` under ``outdir``: slide -> problems (empty: valid)."""
-    caches = sorted((Path(outdir) / "cache").glob("*.zarr"))
-    return {p.name[: -len(".zarr")]: validate_cache(p) for p in caches}

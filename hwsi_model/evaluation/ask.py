@@ -106,7 +106,7 @@ def prepare_cache(
     train_sheet = ((cfg.get("cells") or {}).get("training") or {}).get("samples") or cfg.get(
         "samples"
     )
-    cells = {"training": {"samples": train_sheet}}
+    extra = [f"cells={json.dumps({'training': {'samples': train_sheet}})}"] if train_sheet else []
     with tempfile.TemporaryDirectory(prefix="hwsi_ask_") as tmp:
         sheet = Path(tmp) / "samples.csv"
         with open(sheet, "w", newline="") as f:
@@ -118,7 +118,7 @@ def prepare_cache(
             "--directory", str(Path.cwd()), "--cores", str(cores),
             "--configfile", str(Path(configfile).resolve()),
             "--config", f"samples={sheet}", f"outdir={results}",
-            *([f"cells={json.dumps(cells)}"] if train_sheet else []),
+            *extra,
             # Only what is missing: the cohort's models stay as the trained model saw them.
             "--rerun-triggers", "mtime", "--quiet", "rules", "--", str(cache),
         ]  # fmt: skip
@@ -130,7 +130,8 @@ def prepare_cache(
     return cache
 
 
-def _cells_store(cache: Path, slide_id: str) -> Path | None:
+def cells_store_of(cache: Path, slide_id: str) -> Path | None:
+    """The slide's cell store next to its cache (``results/cells/<slide>.zarr``), if any."""
     store = cache.parent.parent / "cells" / f"{slide_id}.zarr"
     return store if store.exists() else None
 
@@ -151,12 +152,12 @@ def ask(
     With ``evidence_dir``, writes the region, patch and top-patch pictures of the evidence of
     ``question + answer`` (the slide file is the one the cache records, or ``slide_path``).
     """
-    from hwsi_model.embed.cache_store import read_cache, read_slide_tensors
+    from hwsi_model.embed.cache_store import read_cache, slide_tensors
     from hwsi_model.model.batch import collate_slides
 
     cache = Path(cache)
-    slide = read_slide_tensors(cache)
     arrays, attrs = read_cache(cache)
+    slide = slide_tensors(arrays, attrs)
     sid = str(attrs.get("slide_id") or cache.stem.removesuffix(".zarr"))
     model.eval()
     torch.manual_seed(0)
@@ -177,7 +178,7 @@ def ask(
         prefix = _SAFE_ID.sub("_", sid) + "_"
         result.pictures = render_evidence(
             src, arrays, attrs, ev, evidence_dir, prefix=prefix, top_k=top_k,
-            cells_store=_cells_store(cache, sid),
+            cells_store=cells_store_of(cache, sid),
         )  # fmt: skip
         result.top_patches = np.argsort(-ev.patch.float().numpy(), kind="stable")[:top_k].tolist()
     return result

@@ -43,19 +43,20 @@ METHOD = "hierarchical"
 
 def _evidence_pages(
     model_dir: Path,
-    records: list[dict],
+    by_slide: Mapping[str, list[dict]],
     manifest_rows: dict[str, Any],
     out: Path,
     max_slides: int | None,
     demo_cohort: Path | None,
     max_px: int,
-) -> tuple[dict[str, Path], dict[str, dict], dict[str, dict]]:
+) -> tuple[dict[str, dict], dict[str, dict]]:
     """Per slide the evidence of the model's answer to the slide's report item (or first item),
     painted and measured against the demo generator's lesion when ``demo_cohort`` is given.
-    Returns slide -> pictures, slide -> {item id -> pictures}, slide -> overlap."""
+    Returns slide -> {item id -> pictures} and slide -> overlap."""
     import torch
 
-    from hwsi_model.embed.cache_store import read_cache, read_slide_tensors
+    from hwsi_model.embed.cache_store import read_cache, slide_tensors
+    from hwsi_model.evaluation.ask import cells_store_of
     from hwsi_model.evaluation.heatmaps import (
         demo_patch_lesion_fraction,
         hot_overlap,
@@ -67,31 +68,24 @@ def _evidence_pages(
     model = HWSIModel.from_pretrained(model_dir)
     if model.text_encoder is None:
         log.warning("%s has no text encoder: no evidence maps", model_dir)
-        return {}, {}, {}
-    by_slide: dict[str, list[dict]] = defaultdict(list)
-    for r in records:
-        by_slide[r["slide_id"]].append(r)
-    slides = sorted(by_slide)[: max_slides if max_slides is not None else None]
-    pictures: dict[str, Path] = {}
+        return {}, {}
     item_pictures: dict[str, dict] = {}
     overlap: dict[str, dict] = {}
-    for sid in tqdm(slides, desc="evidence maps", leave=False):
+    for sid in tqdm(sorted(by_slide)[:max_slides], desc="evidence maps", leave=False):
         recs = by_slide[sid]
         rec = next((r for r in recs if r["family"] == "report"), recs[0])
-        cache = manifest_rows[sid].cache
+        cache = Path(manifest_rows[sid].cache)
         arrays, attrs = read_cache(cache)
         slide_file = attrs.get("slide_path")
         if not slide_file or not Path(slide_file).exists():
             log.warning("%s: slide file %r not found; no evidence maps", sid, slide_file)
             continue
+        text = f"{rec['question']} {rec['answer']}"
         with torch.no_grad():
-            ev = evidence_scores(
-                model, read_slide_tensors(cache), f"{rec['question']} {rec['answer']}"
-            )
-        cells = Path(cache).parent.parent / "cells" / f"{sid}.zarr"
+            ev = evidence_scores(model, slide_tensors(arrays, attrs), text)
         paths = render_evidence(
             slide_file, arrays, attrs, ev, out / "slides" / "img", prefix=f"{sid}_",
-            cells_store=cells if cells.exists() else None, max_px=max_px,
+            cells_store=cells_store_of(cache, sid), max_px=max_px,
         )  # fmt: skip
         item_pictures[sid] = {rec["id"]: paths}
         if demo_cohort is not None:
@@ -101,7 +95,7 @@ def _evidence_pages(
             lesion = frac >= 0.5
             if lesion.any():
                 overlap[sid] = {"item": rec["id"], **hot_overlap(ev.patch.float().numpy(), lesion)}
-    return pictures, item_pictures, overlap
+    return item_pictures, overlap
 
 
 def _overlap_summary(per_slide: Mapping[str, dict]) -> dict[str, Any]:
@@ -170,9 +164,12 @@ def run_evaluation(
                     "stage 1": {k: z[k] for k in ("accuracy", "balanced_accuracy", "n", "chance")}
                 }
         records = [e.record(a) for e, a in zip(run["items"], run["answers"][METHOD], strict=True)]
+        by_slide: dict[str, list[dict]] = defaultdict(list)
+        for r in records:
+            by_slide[r["slide_id"]].append(r)
         limit = evidence_slides if evidence_slides and evidence_slides > 0 else None
-        pictures, item_pictures, overlap = _evidence_pages(
-            models[METHOD], records, rows, tmp, limit,
+        item_pictures, overlap = _evidence_pages(
+            models[METHOD], by_slide, rows, tmp, limit,
             Path(demo_cohort) if demo_cohort else None, max_px,
         )  # fmt: skip
         summary = _overlap_summary(overlap)
@@ -194,15 +191,17 @@ def run_evaluation(
         extra["decoding"] = {"num_beams": cfg.num_beams, "seed": cfg.seed,
                              "max_new_tokens": cfg.max_new_tokens}  # fmt: skip
         write_metrics_json(tmp / "metrics.json", results, extra)
-        by_slide: dict[str, list[dict]] = defaultdict(list)
-        for r in records:
-            by_slide[r["slide_id"]].append(r)
-        pages = {}
-        for sid, recs in by_slide.items():
-            pages[sid] = render_slide_page(
-                tmp / "slides" / f"{sid}.html", sid, recs, pictures.get(sid),
-                item_pictures.get(sid), tmp / "report.html",
-            )  # fmt: skip
+        pages = {
+            sid: render_slide_page(
+                tmp / "slides" / f"{sid}.html",
+                sid,
+                recs,
+                None,
+                item_pictures.get(sid),
+                tmp / "report.html",
+            )
+            for sid, recs in by_slide.items()
+        }
         examples = []
         for fam in dict.fromkeys(r["family"] for r in records):
             examples += [

@@ -81,32 +81,29 @@ def answer_items(
 
 
 @torch.no_grad()
-def slide_and_report_embeddings(
-    model: HWSIModel, store: SlideStore, slide_ids: Sequence[str], reports: Mapping[str, str]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Normalised alignment-space embeddings ``[N, A]`` of the slides' WSI tokens and of their
-    reports (through the text encoder and text projector)."""
-    if model.text_encoder is None:
-        raise ValueError("the alignment metrics need the model's text encoder")
+def wsi_embeddings(model: HWSIModel, store: SlideStore, slide_ids: Sequence[str]) -> np.ndarray:
+    """Normalised alignment-space embeddings ``[N, A]`` of the slides' WSI tokens."""
     model.eval()
-    vis, txt = [], []
+    vis = []
     for sid in slide_ids:
         out = model.visual(collate_slides([store[sid]]))
         vis.append(model.visual.align(out, ["wsi"])["wsi"].emb[0, 0])
-        txt.append(model.visual.embed_text(model.text_encoder([reports[sid]]))[0])
-    v = torch.nn.functional.normalize(torch.stack(vis), dim=-1)
-    t = torch.nn.functional.normalize(torch.stack(txt), dim=-1)
-    return v.float().numpy(), t.float().numpy()
+    return torch.nn.functional.normalize(torch.stack(vis), dim=-1).float().numpy()
 
 
 @torch.no_grad()
+def text_embeddings(model: HWSIModel, texts: Sequence[str]) -> np.ndarray:
+    """Normalised alignment-space embeddings ``[N, A]`` of texts (text encoder + projector)."""
+    if model.text_encoder is None:
+        raise ValueError("the alignment metrics need the model's text encoder")
+    e = model.visual.embed_text(model.text_encoder(list(texts)))
+    return torch.nn.functional.normalize(e, dim=-1).float().numpy()
+
+
 def class_prompt_embeddings(model: HWSIModel, prompts: Mapping[str, Sequence[str]]) -> np.ndarray:
     """``[K, A]``: per class the normalised mean of its prompts' alignment-space embeddings."""
-    rows = []
-    for texts in prompts.values():
-        e = model.visual.embed_text(model.text_encoder(list(texts)))
-        rows.append(torch.nn.functional.normalize(e.mean(0), dim=-1))
-    return torch.stack(rows).float().numpy()
+    rows = [text_embeddings(model, texts).mean(0) for texts in prompts.values()]
+    return np.stack([r / max(float(np.linalg.norm(r)), 1e-12) for r in rows])
 
 
 def default_class_prompts(labels: Sequence[str]) -> dict[str, list[str]]:
@@ -125,36 +122,32 @@ def alignment_metrics(
     reports: str | Path | None = None,
     class_prompts: Mapping[str, Sequence[str] | str] | None = None,
 ) -> dict[str, Any]:
-    """Slide <-> report retrieval and zero-shot classification on the ``split`` slides."""
+    """Slide <-> report retrieval and zero-shot classification on the ``split`` slides (each
+    slide is read and encoded once)."""
     rows = read_manifest(manifest, splits=[split])
-    store = SlideStore(rows)
-    result: dict[str, Any] = {}
     recs = {r.slide_id: r.report for r in read_reports(reports)} if reports else {}
-    ids = [r.slide_id for r in rows if r.slide_id in recs]
+    used = [r for r in rows if r.slide_id in recs or r.label]
+    if not used:
+        return {}
+    used_ids = [r.slide_id for r in used]
+    emb = dict(zip(used_ids, wsi_embeddings(model, SlideStore(used), used_ids), strict=True))
+    result: dict[str, Any] = {}
+    ids = [r.slide_id for r in used if r.slide_id in recs]
     if ids:
-        v, t = slide_and_report_embeddings(model, store, ids, recs)
-        sim = v @ t.T
+        sim = np.stack([emb[s] for s in ids]) @ text_embeddings(model, [recs[s] for s in ids]).T
         result["retrieval"] = {
             "slide_to_report": metrics.retrieval_metrics(sim),
             "report_to_slide": metrics.retrieval_metrics(sim.T),
         }
-    labelled = [r for r in rows if r.label]
+    labelled = [r for r in used if r.label]
     if labelled:
         names = sorted({r.label for r in labelled})
-        given = dict(class_prompts or {})
-        prompts = {
-            k: ([given[k]] if isinstance(given.get(k), str) else list(given[k]))
-            if k in given
-            else default_class_prompts([k])[k]
-            for k in names
+        given = {
+            k: [v] if isinstance(v, str) else list(v) for k, v in (class_prompts or {}).items()
         }
-        with torch.no_grad():
-            emb = []
-            for r in labelled:
-                out = model.visual(collate_slides([store[r.slide_id]]))
-                emb.append(model.visual.align(out, ["wsi"])["wsi"].emb[0, 0].float().numpy())
+        prompts = {k: given.get(k) or default_class_prompts([k])[k] for k in names}
         zs = metrics.zero_shot_accuracy(
-            np.stack(emb),
+            np.stack([emb[r.slide_id] for r in labelled]),
             class_prompt_embeddings(model, prompts),
             [names.index(r.label) for r in labelled],
             names,
