@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
+import tiny_models
 
 from hwsi_model.embed.cache_store import write_cache
 from hwsi_model.model.config import (
@@ -138,36 +138,10 @@ def tiny_model_config(text_encoder: Path) -> HWSIConfig:
 
 
 def build_tiny_llm(path: Path, hidden: int = 32) -> Path:
-    """A 1-layer Qwen2-shaped causal LM with a byte-level BPE tokenizer and a chat template."""
-    from hwsi_model.training.demo_models import build_demo_llm
-
-    return build_demo_llm(
-        path,
-        [" ".join(WORDS)] * 4,
-        hidden=hidden,
-        layers=1,
-        vocab_size=400,
-        seed=0,
-        initializer_range=0.2,  # stronger random weights: visual tokens can steer the output
-    )
+    """A 1-layer Qwen2-shaped causal LM over the test words."""
+    return tiny_models.build_tiny_llm(path, WORDS, hidden, layers=1)
 
 
 def build_tiny_text_encoder(path: Path, hidden: int = 16) -> Path:
     """A 2-layer BERT with a word-piece vocabulary of the test words."""
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    path.mkdir(parents=True, exist_ok=True)
-    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *dict.fromkeys(w.lower() for w in WORDS)]
-    (path / "vocab.txt").write_text("\n".join(words) + "\n")
-    BertTokenizerFast(vocab_file=str(path / "vocab.txt")).save_pretrained(path)
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(words),
-        hidden_size=hidden,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=2 * hidden,
-        max_position_embeddings=128,
-    )
-    BertModel(config).save_pretrained(path)
-    return path
+    return tiny_models.build_tiny_text_encoder(path, [w.lower() for w in WORDS], hidden, layers=2)
