@@ -333,4 +333,3 @@ def manifest_step(caches: list[str | Path], samples: dict[str, Sample], out_csv:
     with atomic_output(out_csv) as tmp:
         df.to_csv(tmp, index=False)
     return df
-
