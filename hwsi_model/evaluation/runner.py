@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from hwsi_model.errors import HwsiError
 from hwsi_model.evaluation import metrics
 from hwsi_model.evaluation.families import EvalItem, read_test_set, score_items
 from hwsi_model.model.batch import collate_slides
@@ -32,6 +33,12 @@ from hwsi_model.training.data import PairDataset, SlideStore, collate_examples, 
 from hwsi_model.training.formats import read_reports
 
 log = logging.getLogger(__name__)
+
+
+class EvaluationInputError(HwsiError, ValueError):
+    """The test set does not fit the cohort (no item has a slide of the split): one clear line
+    in the workflow's log rather than a traceback."""
+
 
 #: New tokens per answer: closed answers are a letter and an option, open ones a paragraph.
 MAX_NEW_TOKENS = {"closed": 24, "open": 192}
@@ -56,7 +63,7 @@ def answer_items(
     cfg = cfg or EvalConfig()
     missing = sorted({e.item.slide_id for e in items if e.item.slide_id not in store})
     if missing:
-        raise ValueError(
+        raise EvaluationInputError(
             f"{len(missing)} test slide(s) are not in the manifest split: {missing[:5]}"
         )
     model.eval()
@@ -185,7 +192,10 @@ def evaluate_models(
         )  # fmt: skip
     items = [e for e in items if e.item.slide_id in store]
     if not items:
-        raise ValueError(f"no test item has a slide in split {split!r} of {manifest}")
+        raise EvaluationInputError(
+            f"no test item has a slide in split {split!r} of {manifest}; check "
+            "evaluation.split and the test files' slide ids"
+        )
     answers: dict[str, list[str]] = {}
     families: dict[str, dict] = {}
     for name, model_dir in models.items():
