@@ -61,7 +61,7 @@ sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
 from hwsi_model.cells.model_registry import load_stardist
 from hwsi_model.cells.segment import SegmentParams, segment_patches
 from hwsi_model.slide.reader import open_slide
-from hwsi_model.tiling.store import read_tiles
+from hwsi_model.data.stores.tiles import read_tiles
 import numpy as np
 tiles, _ = read_tiles({str(demo / "results" / "tiles" / f"{slide_id}.zarr")!r})
 model, _ = load_stardist({str(model_dir)!r})
@@ -89,8 +89,8 @@ def main() -> None:
     from hwsi_model.cells.model_registry import load_stardist
     from hwsi_model.cells.segment import SegmentParams, segment_patches
     from hwsi_model.cells.steps import read_patch_list
+    from hwsi_model.data.stores.tiles import read_tiles
     from hwsi_model.slide.reader import open_slide
-    from hwsi_model.tiling.store import read_tiles
 
     demo = args.demo_dir
     model_dir = demo / "results" / "models" / "stardist_demo"

@@ -75,7 +75,7 @@ def closed(sid, qid, question, options, correct, task):
 
 
 def make_cohort(root: Path, n: int, seed: int = 0) -> dict[str, Path]:
-    from hwsi_model.embed.cache_store import write_cache
+    from hwsi_model.data.stores.cache import write_cache
 
     rng = np.random.default_rng(seed)
     rows, reports, vqa = [], [], {"train": [], "val": [], "test": []}
@@ -120,10 +120,11 @@ def make_cohort(root: Path, n: int, seed: int = 0) -> dict[str, Path]:
 
 
 def main() -> None:
+    from hwsi_model.evaluation.runner import alignment_metrics, evaluate_models
     from hwsi_model.logs import setup_logging
     from hwsi_model.model.config import HWSIConfig
+    from hwsi_model.model.mllm import HWSIModel
     from hwsi_model.training.config import StageConfig
-    from hwsi_model.training.demo_eval import evaluate
     from hwsi_model.training.demo_models import build_demo_llm, corpus_texts
     from hwsi_model.training.entry import run_stage
     from hwsi_model.training.launch import text_encoder_folder
@@ -175,12 +176,17 @@ def main() -> None:
             "loss_first_last": [round(r.first_loss, 3), round(r.last_loss, 3)],
             "val_first_last": [round(v, 3) for v in r.val_losses[:1] + r.val_losses[-1:]],
         }
-    summary["eval_stage1"] = evaluate(root / "s1/model", c["manifest"], c["reports"], split="test")[
+    s1_model = HWSIModel.from_pretrained(root / "s1/model", load_llm=False)
+    summary["eval_stage1"] = alignment_metrics(s1_model, c["manifest"], "test", c["reports"])[
         "retrieval"
     ]
-    summary["eval_stage3"] = evaluate(
-        root / "s3/model", c["manifest"], None, [c["vqa"] / "test.json"], "test"
-    )["closed"]
+    run = evaluate_models(
+        {"stage3": root / "s3/model"}, c["manifest"], [c["vqa"] / "test.json"], root / "eval"
+    )
+    summary["eval_stage3"] = {
+        fam: {"accuracy": r["metrics"].get("accuracy"), "n": r["n"], "chance": r["chance"]}
+        for fam, r in run["families"]["stage3"].items()
+    }
     print(json.dumps(summary, indent=1))
 
 

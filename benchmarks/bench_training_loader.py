@@ -80,14 +80,11 @@ def main() -> None:
     import torch
     from torch.utils.data import DataLoader
 
+    from hwsi_model.data.manifest import ManifestRow
+    from hwsi_model.data.pairs import SlideStore, collate_examples
     from hwsi_model.logs import setup_logging
-    from hwsi_model.training.data import (
-        ManifestRow,
-        ResumableSampler,
-        SlideStore,
-        collate_examples,
-    )
     from hwsi_model.training.engine import init_deepspeed_distributed
+    from hwsi_model.training.sampler import ResumableSampler
 
     p = argparse.ArgumentParser()
     p.add_argument("--results", default="demo/results")

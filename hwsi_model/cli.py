@@ -108,7 +108,7 @@ def _cmd_segment(args: argparse.Namespace) -> None:
 
 
 def _cmd_check(args: argparse.Namespace) -> None:
-    from hwsi_model.check import KINDS, check_cohort
+    from hwsi_model.data.check import KINDS, check_cohort
 
     results = check_cohort(args.outdir)
     if not results:

@@ -3,9 +3,9 @@ rule train_demo_stardist:
     input:
         unpack(demo_stardist_inputs),
     output:
-        directory(f"{OUTDIR}/models/stardist_demo"),
+        directory(OUT.model("stardist_demo")),
     log:
-        f"{OUTDIR}/logs/train_demo_stardist.log",
+        OUT.log("train_demo_stardist"),
     conda:
         "../envs/segmentation.yaml"
     threads: config["cells"]["threads"]
@@ -27,11 +27,11 @@ rule segment_cells:
     input:
         unpack(segment_inputs),
     output:
-        store=directory(f"{OUTDIR}/cells/{{slide}}.zarr"),
-        qc=f"{OUTDIR}/qc/cells/{{slide}}.png",
-        geojson=f"{OUTDIR}/cells/{{slide}}.geojson",
+        store=directory(OUT.cells("{slide}")),
+        qc=OUT.qc("cells", "{slide}"),
+        geojson=OUT.cells_geojson("{slide}"),
     log:
-        f"{OUTDIR}/logs/segment_cells/{{slide}}.log",
+        OUT.log("segment_cells", "{slide}"),
     conda:
         "../envs/segmentation.yaml"
     threads: config["cells"]["threads"]

@@ -6,6 +6,7 @@ import os
 from snakemake.logging import logger
 
 from hwsi_model.config import config_hash
+from hwsi_model.data.layout import OutputLayout
 from hwsi_model.samples import read_sample_sheet
 
 SAMPLES = read_sample_sheet(config["samples"])
@@ -18,7 +19,8 @@ for _sid, _sample in SAMPLES.items():
             "exist: its finished outputs are kept, steps that still need the file cannot "
             "run; restore the file or remove its row"
         )
-OUTDIR = config["outdir"].rstrip("/")
+# Every output path comes from the layout (hwsi_model/data/layout.py).
+OUT = OutputLayout(config["outdir"])
 TISSUE_CFG = config["tissue"]
 # Detection parameters only: the patch threshold belongs to the tiling step.
 TISSUE_DETECT_CFG = {k: v for k, v in TISSUE_CFG.items() if k != "min_tissue_fraction"}
@@ -37,9 +39,7 @@ TILES_HASH = config_hash(
 
 CELLS = config["cells"]
 # "demo": a StarDist model trained by the workflow on the demo cohort's masks.
-CELLS_MODEL = (
-    f"{OUTDIR}/models/stardist_demo" if CELLS["model"] == "demo" else CELLS["model"]
-)
+CELLS_MODEL = OUT.model("stardist_demo") if CELLS["model"] == "demo" else CELLS["model"]
 CELLS_TRAIN_SAMPLES = CELLS["training"]["samples"] or config["samples"]
 
 
@@ -67,9 +67,7 @@ EMBED = config["embed"]
 SELECTION = EMBED["selection"]
 # "demo": a tiny random ViT built by the workflow (no pretrained weights are downloaded).
 ENCODER_CHECKPOINT = (
-    f"{OUTDIR}/models/tiny_vit"
-    if EMBED["checkpoint"] == "demo"
-    else EMBED["checkpoint"]
+    OUT.model("tiny_vit") if EMBED["checkpoint"] == "demo" else EMBED["checkpoint"]
 )
 EXTRACT_PARAMS = {
     k: EMBED[k] for k in ("num_workers", "rows_per_item", "device", "precision")
@@ -105,10 +103,10 @@ def segment_inputs(wildcards):
     """Slide, tiles, the patch list (selected mode) and a workflow-trained model."""
     inputs = {
         "slide": slide_path(wildcards),
-        "tiles": f"{OUTDIR}/tiles/{wildcards.slide}.zarr",
+        "tiles": OUT.tiles(wildcards.slide),
     }
     if CELLS["patches"] == "selected":
-        inputs["patch_list"] = f"{OUTDIR}/selection/{wildcards.slide}.csv"
+        inputs["patch_list"] = OUT.selection(wildcards.slide)
     if CELLS["model"] == "demo":
         inputs["model"] = CELLS_MODEL
     return inputs
@@ -121,20 +119,19 @@ def encoder_inputs(wildcards):
 
 def all_outputs():
     return [
-        f"{OUTDIR}/manifest.csv",
-        f"{OUTDIR}/evaluation",
-        *expand(f"{OUTDIR}/qc/cells/{{slide}}.png", slide=SAMPLES),
-        *expand(f"{OUTDIR}/tiles/{{slide}}.zarr", slide=SAMPLES),
-        *expand(f"{OUTDIR}/qc/tiling/{{slide}}.png", slide=SAMPLES),
-        f"{OUTDIR}/tiles/summary.tsv",
+        OUT.manifest,
+        OUT.evaluation,
+        *expand(OUT.qc("cells", "{slide}"), slide=SAMPLES),
+        *expand(OUT.tiles("{slide}"), slide=SAMPLES),
+        *expand(OUT.qc("tiling", "{slide}"), slide=SAMPLES),
+        OUT.tiling_summary,
     ]
 
 
 # Training (rules/training.smk).
 TRAIN = config["training"]
-TRAIN_DIR = f"{OUTDIR}/training"
 # "demo": a tiny causal LM built by the workflow from the cohort's text (nothing downloaded).
-TRAIN_LLM = f"{OUTDIR}/models/tiny_llm" if TRAIN["llm"] == "demo" else TRAIN["llm"]
+TRAIN_LLM = OUT.model("tiny_llm") if TRAIN["llm"] == "demo" else TRAIN["llm"]
 
 
 def stage_settings(stage):
@@ -160,8 +157,8 @@ def baseline_settings(wildcards):
 def baseline_init(wildcards):
     """Flat stage 2 and text-only stage 3 start from stage 1; flat stage 3 from its stage 2."""
     if wildcards.baseline == "flat" and wildcards.stage == "3":
-        return f"{TRAIN_DIR}/baselines/flat/stage2/model"
-    return f"{TRAIN_DIR}/stage1/model"
+        return OUT.stage_path(2, "model", "flat")
+    return OUT.stage_path(1, "model")
 
 
 # Evaluation (rules/evaluate.smk).
@@ -175,33 +172,24 @@ EVAL_DEMO_COHORT = os.path.dirname(config["samples"]) if EVAL["demo_lesions"] el
 def evaluation_inputs(wildcards):
     """The method's stage-1 and stage-3 folders, the baselines' stage-3 folders, test files."""
     inputs = {
-        "manifest": f"{OUTDIR}/manifest.csv",
+        "manifest": OUT.manifest,
         "reports": TRAIN["reports"],
-        "stage1": f"{TRAIN_DIR}/stage1/model",
-        "model": f"{TRAIN_DIR}/stage3/model",
+        "stage1": OUT.stage_path(1, "model"),
+        "model": OUT.stage_path(3, "model"),
         "test": EVAL["test"],
-        "curves": [f"{TRAIN_DIR}/stage{n}/loss.png" for n in (1, 2, 3)],
+        "curves": [OUT.stage_path(n, "loss.png") for n in (1, 2, 3)],
     }
     for b in TRAIN["baselines"]:
-        inputs[f"baseline_{b}"] = f"{TRAIN_DIR}/baselines/{b}/stage3/model"
+        inputs[f"baseline_{b}"] = OUT.stage_path(3, "model", b)
     return inputs
 
 
-def baseline_outputs(stage):
+def stage_outputs(stage, baseline=None):
     return {
-        "model": directory(f"{TRAIN_DIR}/baselines/{{baseline}}/stage{stage}/model"),
-        "losses": f"{TRAIN_DIR}/baselines/{{baseline}}/stage{stage}/loss.csv",
-        "plot": f"{TRAIN_DIR}/baselines/{{baseline}}/stage{stage}/loss.png",
-        "metrics": f"{TRAIN_DIR}/baselines/{{baseline}}/stage{stage}/metrics.json",
-    }
-
-
-def stage_outputs(stage):
-    return {
-        "model": directory(f"{TRAIN_DIR}/stage{stage}/model"),
-        "losses": f"{TRAIN_DIR}/stage{stage}/loss.csv",
-        "plot": f"{TRAIN_DIR}/stage{stage}/loss.png",
-        "metrics": f"{TRAIN_DIR}/stage{stage}/metrics.json",
+        "model": directory(OUT.stage_path(stage, "model", baseline)),
+        "losses": OUT.stage_path(stage, "loss.csv", baseline),
+        "plot": OUT.stage_path(stage, "loss.png", baseline),
+        "metrics": OUT.stage_path(stage, "metrics.json", baseline),
     }
 
 

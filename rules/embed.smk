@@ -1,9 +1,9 @@
 rule build_demo_encoder:
     """A tiny random ViT saved as a Hugging Face folder (demo only: no weights are downloaded)."""
     output:
-        directory(f"{OUTDIR}/models/tiny_vit"),
+        directory(OUT.model("tiny_vit")),
     log:
-        f"{OUTDIR}/logs/build_demo_encoder.log",
+        OUT.log("build_demo_encoder"),
     localrule: True
     conda:
         "../envs/hwsi.yaml"
@@ -18,11 +18,11 @@ rule embed_patches:
     input:
         unpack(encoder_inputs),
         slide=slide_path,
-        tiles=f"{OUTDIR}/tiles/{{slide}}.zarr",
+        tiles=OUT.tiles("{slide}"),
     output:
-        directory(f"{OUTDIR}/embeddings/{{slide}}.zarr"),
+        directory(OUT.embeddings("{slide}")),
     log:
-        f"{OUTDIR}/logs/embed_patches/{{slide}}.log",
+        OUT.log("embed_patches", "{slide}"),
     conda:
         "../envs/hwsi.yaml"
     threads: config["embed"]["threads"]
@@ -43,12 +43,12 @@ rule embed_patches:
 rule select_patches:
     """Diagnostically relevant patches per region (diverse candidates, then top-k)."""
     input:
-        embeddings=f"{OUTDIR}/embeddings/{{slide}}.zarr",
-        tiles=f"{OUTDIR}/tiles/{{slide}}.zarr",
+        embeddings=OUT.embeddings("{slide}"),
+        tiles=OUT.tiles("{slide}"),
     output:
-        f"{OUTDIR}/selection/{{slide}}.csv",
+        OUT.selection("{slide}"),
     log:
-        f"{OUTDIR}/logs/select_patches/{{slide}}.log",
+        OUT.log("select_patches", "{slide}"),
     conda:
         "../envs/hwsi.yaml"
     threads: 1
@@ -66,13 +66,13 @@ rule embed_cells:
     input:
         unpack(encoder_inputs),
         slide=slide_path,
-        tiles=f"{OUTDIR}/tiles/{{slide}}.zarr",
-        selection=f"{OUTDIR}/selection/{{slide}}.csv",
-        cells=f"{OUTDIR}/cells/{{slide}}.zarr",
+        tiles=OUT.tiles("{slide}"),
+        selection=OUT.selection("{slide}"),
+        cells=OUT.cells("{slide}"),
     output:
-        directory(f"{OUTDIR}/cell_embeddings/{{slide}}.zarr"),
+        directory(OUT.cell_embeddings("{slide}")),
     log:
-        f"{OUTDIR}/logs/embed_cells/{{slide}}.log",
+        OUT.log("embed_cells", "{slide}"),
     conda:
         "../envs/hwsi.yaml"
     threads: config["embed"]["threads"]
@@ -94,14 +94,14 @@ rule embed_cells:
 rule build_cache:
     """The per-slide multi-scale cache (Zarr v3): the contract between extraction and training."""
     input:
-        tiles=f"{OUTDIR}/tiles/{{slide}}.zarr",
-        embeddings=f"{OUTDIR}/embeddings/{{slide}}.zarr",
-        selection=f"{OUTDIR}/selection/{{slide}}.csv",
-        cell_embeddings=f"{OUTDIR}/cell_embeddings/{{slide}}.zarr",
+        tiles=OUT.tiles("{slide}"),
+        embeddings=OUT.embeddings("{slide}"),
+        selection=OUT.selection("{slide}"),
+        cell_embeddings=OUT.cell_embeddings("{slide}"),
     output:
-        directory(f"{OUTDIR}/cache/{{slide}}.zarr"),
+        directory(OUT.cache("{slide}")),
     log:
-        f"{OUTDIR}/logs/build_cache/{{slide}}.log",
+        OUT.log("build_cache", "{slide}"),
     conda:
         "../envs/hwsi.yaml"
     threads: 1
@@ -118,12 +118,12 @@ rule build_cache:
 rule manifest:
     """One table of the cohort's caches: counts, split, label, cohort, encoder."""
     input:
-        caches=expand(f"{OUTDIR}/cache/{{slide}}.zarr", slide=SAMPLES),
+        caches=expand(OUT.cache("{slide}"), slide=SAMPLES),
         samples=config["samples"],
     output:
-        f"{OUTDIR}/manifest.csv",
+        OUT.manifest,
     log:
-        f"{OUTDIR}/logs/manifest.log",
+        OUT.log("manifest"),
     localrule: True
     conda:
         "../envs/hwsi.yaml"

@@ -7,9 +7,9 @@ rule evaluate:
     input:
         unpack(evaluation_inputs),
     output:
-        directory(f"{OUTDIR}/evaluation"),
+        directory(OUT.evaluation),
     log:
-        f"{OUTDIR}/logs/evaluate.log",
+        OUT.log("evaluate"),
     conda:
         "../envs/hwsi.yaml"
     threads: 2

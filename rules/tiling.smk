@@ -1,12 +1,12 @@
 rule tiles:
     """Patch grid (target mpp) over the tissue, grouped into regions; Zarr v3 store + QC picture."""
     input:
-        tissue=f"{OUTDIR}/tissue/{{slide}}",
+        tissue=OUT.tissue("{slide}"),
     output:
-        store=directory(f"{OUTDIR}/tiles/{{slide}}.zarr"),
-        qc=f"{OUTDIR}/qc/tiling/{{slide}}.png",
+        store=directory(OUT.tiles("{slide}")),
+        qc=OUT.qc("tiling", "{slide}"),
     log:
-        f"{OUTDIR}/logs/tiles/{{slide}}.log",
+        OUT.log("tiles", "{slide}"),
     conda:
         "../envs/hwsi.yaml"
     threads: 1
@@ -27,11 +27,11 @@ rule tiles:
 rule tiling_summary:
     """One table of patches, regions and geometry per slide."""
     input:
-        expand(f"{OUTDIR}/tiles/{{slide}}.zarr", slide=SAMPLES),
+        expand(OUT.tiles("{slide}"), slide=SAMPLES),
     output:
-        f"{OUTDIR}/tiles/summary.tsv",
+        OUT.tiling_summary,
     log:
-        f"{OUTDIR}/logs/tiling_summary.log",
+        OUT.log("tiling_summary"),
     localrule: True
     conda:
         "../envs/hwsi.yaml"

@@ -3,9 +3,9 @@ rule tissue:
     input:
         slide=slide_path,
     output:
-        directory(f"{OUTDIR}/tissue/{{slide}}"),
+        directory(OUT.tissue("{slide}")),
     log:
-        f"{OUTDIR}/logs/tissue/{{slide}}.log",
+        OUT.log("tissue", "{slide}"),
     conda:
         "../envs/hwsi.yaml"
     threads: 1

@@ -11,11 +11,11 @@ rule build_demo_llm:
     input:
         reports=TRAIN["reports"],
         instructions=TRAIN["instructions"],
-        manifest=f"{OUTDIR}/manifest.csv",
+        manifest=OUT.manifest,
     output:
-        directory(f"{OUTDIR}/models/tiny_llm"),
+        directory(OUT.model("tiny_llm")),
     log:
-        f"{OUTDIR}/logs/build_demo_llm.log",
+        OUT.log("build_demo_llm"),
     localrule: True
     conda:
         "../envs/hwsi.yaml"
@@ -30,12 +30,12 @@ rule build_demo_llm:
 rule train_stage1:
     """Stage 1: hierarchical cross-modal alignment (CCAF, region/slide encoders, projectors)."""
     input:
-        manifest=f"{OUTDIR}/manifest.csv",
+        manifest=OUT.manifest,
         reports=TRAIN["reports"],
     output:
         **stage_outputs(1),
     log:
-        f"{OUTDIR}/logs/train/stage1.log",
+        OUT.log("train", "stage1"),
     conda:
         "../envs/hwsi.yaml"
     threads: TRAIN["stage1"]["threads"]
@@ -59,13 +59,13 @@ rule train_stage2:
     """Stage 2: V-L projectors into the frozen LLM on the reports (L_LM + auxiliary losses)."""
     input:
         unpack(llm_input),
-        manifest=f"{OUTDIR}/manifest.csv",
+        manifest=OUT.manifest,
         reports=TRAIN["reports"],
-        init=f"{TRAIN_DIR}/stage1/model",
+        init=OUT.stage_path(1, "model"),
     output:
         **stage_outputs(2),
     log:
-        f"{OUTDIR}/logs/train/stage2.log",
+        OUT.log("train", "stage2"),
     conda:
         "../envs/hwsi.yaml"
     threads: TRAIN["stage2"]["threads"]
@@ -88,14 +88,14 @@ rule train_stage2:
 rule train_stage3:
     """Stage 3: instruction tuning of the projectors + LLM (LoRA or full)."""
     input:
-        manifest=f"{OUTDIR}/manifest.csv",
+        manifest=OUT.manifest,
         reports=TRAIN["reports"],
         instructions=TRAIN["instructions"],
-        init=f"{TRAIN_DIR}/stage2/model",
+        init=OUT.stage_path(2, "model"),
     output:
         **stage_outputs(3),
     log:
-        f"{OUTDIR}/logs/train/stage3.log",
+        OUT.log("train", "stage3"),
     conda:
         "../envs/hwsi.yaml"
     threads: TRAIN["stage3"]["threads"]
@@ -121,14 +121,14 @@ rule train_baseline:
     """
     input:
         unpack(llm_input),
-        manifest=f"{OUTDIR}/manifest.csv",
+        manifest=OUT.manifest,
         reports=TRAIN["reports"],
         instructions=TRAIN["instructions"],
         init=baseline_init,
     output:
-        **baseline_outputs("{stage}"),
+        **stage_outputs("{stage}", "{baseline}"),
     log:
-        f"{OUTDIR}/logs/train/baseline_{{baseline}}_stage{{stage}}.log",
+        OUT.log("train", "baseline_{baseline}_stage{stage}"),
     wildcard_constraints:
         baseline="flat|none",
         stage="2|3",

@@ -10,19 +10,18 @@ from pathlib import Path
 
 import numpy as np
 
-from hwsi_model.cells.segment import CellTable
-from hwsi_model.cells.store import write_cells
+from hwsi_model.data.stores.cells import CellTable, write_cells
+from hwsi_model.data.stores.selection import read_selection
+from hwsi_model.data.stores.tiles import read_tiles
 from hwsi_model.demo.pyramid_tiff import write_pyramid_tiff
 from hwsi_model.embed.extract import ExtractParams
 from hwsi_model.embed.steps import (
     build_cache_step,
     embed_cells_step,
     embed_patches_step,
-    read_selection,
     select_step,
 )
 from hwsi_model.tiling.steps import tiling_step, tissue_step
-from hwsi_model.tiling.store import read_tiles
 from hwsi_model.tiling.tissue import TissueParams
 
 TOP_K = 2

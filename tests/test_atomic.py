@@ -5,8 +5,8 @@ import textwrap
 import pytest
 
 from hwsi_model.atomic import atomic_output, write_text_atomic
+from hwsi_model.data.stores.tiles import read_tiles
 from hwsi_model.tiling.steps import tiling_step, tissue_step
-from hwsi_model.tiling.store import read_tiles
 from hwsi_model.tiling.tissue import TissueParams
 
 
@@ -38,14 +38,14 @@ def test_killed_tiling_job_leaves_nothing_that_looks_complete(cmu_slide, tmp_pat
     code = textwrap.dedent(
         f"""
         import os
-        import hwsi_model.tiling.store as store
-        real, n = store._put, []
+        import hwsi_model.data.stores.tiles as store
+        real, n = store.put_array, []
         def dying(group, name, data):
             real(group, name, data)
             n.append(name)
             if len(n) == 3:
                 os._exit(137)
-        store._put = dying
+        store.put_array = dying
         from hwsi_model.tiling.steps import tiling_step
         tiling_step("cmu", {str(tissue_dir)!r}, {str(store)!r}, {str(tmp_path / "qc.png")!r})
         """

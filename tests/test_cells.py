@@ -14,16 +14,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hwsi_model.cells.detect import FEATURES, detect_nuclei
+from hwsi_model.cells.detect import detect_nuclei
 from hwsi_model.cells.model_registry import ModelNotFoundError, resolve_model_folder
 from hwsi_model.cells.normalize import slide_percentiles
 from hwsi_model.cells.segment import SegmentParams, segment_patches
 from hwsi_model.cells.steps import segment_step
-from hwsi_model.cells.store import read_cells
+from hwsi_model.data.stores.cells import FEATURES, read_cells
+from hwsi_model.data.stores.tiles import read_tiles
 from hwsi_model.errors import HwsiError, SlideOpenError, SlideReadError
 from hwsi_model.slide.reader import open_slide
 from hwsi_model.tiling.steps import tiling_step, tissue_step
-from hwsi_model.tiling.store import read_tiles
 from hwsi_model.tiling.tissue import TissueParams
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -177,7 +177,7 @@ def test_killed_segmentation_leaves_no_table(trained, tiled, tmp_path):
     code = textwrap.dedent(
         f"""
         import os
-        import hwsi_model.cells.store as st
+        import hwsi_model.data.stores.cells as st
         import zarr
         real = zarr.Group.create_array
         n = []

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import zarr
 
-from hwsi_model.embed.cache_store import (
+from hwsi_model.data.stores.cache import (
     ARRAYS,
     open_cohort_dask,
     read_cache,
@@ -16,9 +16,9 @@ from hwsi_model.embed.cache_store import (
     validate_cache,
     write_cache,
 )
+from hwsi_model.data.stores.zarr_io import RowWriter
 from hwsi_model.embed.cell_features import pool_tokens, standardise_morphometrics
 from hwsi_model.embed.dataset import SlidePatchDataset, row_ranges
-from hwsi_model.embed.writer import RowWriter
 from hwsi_model.errors import StoreError
 from hwsi_model.tiling.steps import tiling_step, tissue_step
 from hwsi_model.tiling.tissue import TissueParams
@@ -144,8 +144,9 @@ def test_unfinished_cache_is_refused(tmp_path):
 
 
 def test_embeddings_identical_across_runs_and_worker_counts(cmu_slide, tmp_path):
+    from hwsi_model.data.stores.patch_embeddings import read_embeddings
     from hwsi_model.embed.extract import ExtractParams
-    from hwsi_model.embed.steps import embed_patches_step, read_embeddings
+    from hwsi_model.embed.steps import embed_patches_step
     from hwsi_model.encoders.tiny import build_tiny_encoder
 
     tissue_step(cmu_slide, "cmu", tmp_path / "t", TissueParams())

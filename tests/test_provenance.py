@@ -11,7 +11,7 @@ import pytest
 from chain_helpers import run_chain, write_slide
 
 from hwsi_model import __version__
-from hwsi_model.embed.steps import manifest_step
+from hwsi_model.data.manifest import read_manifest, write_manifest
 from hwsi_model.provenance import (
     cache_fingerprint,
     code_version,
@@ -22,7 +22,6 @@ from hwsi_model.provenance import (
     model_fingerprint,
 )
 from hwsi_model.samples import Sample
-from hwsi_model.training.data import read_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 MIB = 1 << 20
@@ -113,7 +112,7 @@ def test_cache_fingerprint_and_manifest_name_the_version(chain, tmp_path):
     assert fp["provenance_id"] == a["provenance"]["id"] and fp["complete"] is True
     assert fp["slide_id"] == "s" and fp["encoder"] == "tiny-vit"
     assert fp["config_hash"] == "cache0" and fp["hwsi_version"] == __version__
-    df = manifest_step(
+    df = write_manifest(
         [chain["cache"]], {"s": Sample("s", str(chain["slide"]))}, tmp_path / "m.csv"
     )
     assert df.loc[0, "provenance_id"] == fp["provenance_id"]
@@ -147,7 +146,7 @@ def test_model_fingerprint_changes_with_the_weights(tmp_path):
 def test_blank_slide_gives_an_explicitly_empty_chain(chain, tmp_path, caplog):
     """No tissue: every store is valid and empty, the manifest says 0 patches and training
     leaves the slide out with a warning (an empty selection CSV used to crash embed_cells)."""
-    from hwsi_model.embed.cache_store import validate_cache
+    from hwsi_model.data.stores.cache import validate_cache
 
     slide = write_slide(tmp_path / "blank.tiff", blank=True)
     with caplog.at_level(logging.WARNING):
@@ -157,7 +156,7 @@ def test_blank_slide_gives_an_explicitly_empty_chain(chain, tmp_path, caplog):
     assert attrs(paths["cache"])["n_patches"] == 0
     samples = {"blank": Sample("blank", str(slide)), "s": Sample("s", str(chain["slide"]))}
     manifest = tmp_path / "manifest.csv"
-    manifest_step([paths["cache"], chain["cache"]], samples, manifest)
+    write_manifest([paths["cache"], chain["cache"]], samples, manifest)
     caplog.clear()
     with caplog.at_level(logging.WARNING):
         rows = read_manifest(manifest)

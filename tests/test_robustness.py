@@ -19,8 +19,8 @@ import zarr
 from chain_helpers import TOP_K, run_chain, write_slide
 from test_workflow import SUMMARY, planned_jobs, snakemake, write_cohort
 
-from hwsi_model.check import check_cohort
 from hwsi_model.cli import main as hwsi
+from hwsi_model.data.check import check_cohort
 from hwsi_model.embed.steps import build_cache_step
 from hwsi_model.tiling.steps import tiling_step
 

@@ -5,12 +5,12 @@ import openslide
 import pytest
 from PIL import Image
 
+from hwsi_model.data.stores.tiles import read_tiles
 from hwsi_model.errors import StoreError
 from hwsi_model.slide.patches import iter_patches
 from hwsi_model.slide.reader import open_slide
 from hwsi_model.tiling.grid import patch_geometry
 from hwsi_model.tiling.steps import tiling_step, tiling_summary, tissue_step
-from hwsi_model.tiling.store import read_tiles
 from hwsi_model.tiling.tissue import TissueParams, load_tissue
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hwsi_model.embed.cache_store import validate_cache
+from hwsi_model.data.stores.cache import validate_cache
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.workflow

@@ -2,14 +2,14 @@
 
 import sys
 
-from hwsi_model.embed.steps import manifest_step
+from hwsi_model.data.manifest import write_manifest
 from hwsi_model.logs import run_reporting_errors
 from hwsi_model.samples import read_sample_sheet
 
 
 def main(smk) -> int:
     return run_reporting_errors(
-        lambda: manifest_step(
+        lambda: write_manifest(
             list(smk.input.caches), read_sample_sheet(smk.input.samples), smk.output[0]
         ),
         log_file=smk.log[0],

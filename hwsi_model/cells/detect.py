@@ -12,9 +12,7 @@ import numpy as np
 from skimage import color, measure
 
 from hwsi_model.cells.normalize import Percentiles
-
-# Per-cell morphometric features, in the order of the cell table's ``features`` array.
-FEATURES = ("area_um2", "perimeter_um", "eccentricity", "solidity", "prob", "hematoxylin")
+from hwsi_model.data.stores.cells import FEATURES
 
 
 @dataclass

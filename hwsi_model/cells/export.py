@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from hwsi_model.atomic import atomic_output
-from hwsi_model.cells.detect import FEATURES
+from hwsi_model.data.stores.cells import FEATURES
 
 
 def to_geojson(polygons: np.ndarray, features: np.ndarray, extra: dict | None = None) -> dict:

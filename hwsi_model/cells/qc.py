@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
-from hwsi_model.cells.segment import CellTable
+from hwsi_model.data.stores.cells import CellTable
+from hwsi_model.data.stores.tiles import TileGrid
 from hwsi_model.slide.reader import SlideReader
-from hwsi_model.tiling.grid import TileGrid
 
 
 def render_cells_qc(

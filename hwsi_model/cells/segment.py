@@ -15,10 +15,11 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
-from hwsi_model.cells.detect import FEATURES, Nuclei, detect_nuclei
+from hwsi_model.cells.detect import Nuclei, detect_nuclei
 from hwsi_model.cells.normalize import Percentiles, slide_percentiles
+from hwsi_model.data.stores.cells import CellTable
+from hwsi_model.data.stores.tiles import TileGrid
 from hwsi_model.slide.reader import SlideReader
-from hwsi_model.tiling.grid import TileGrid
 
 log = logging.getLogger(__name__)
 
@@ -34,30 +35,6 @@ class SegmentParams:
     nms_thresh: float | None = None
     norm_samples: int = 32  # tissue patches sampled for the slide's percentiles
     seed: int = 0
-
-
-@dataclass
-class CellTable:
-    """Nuclei of the segmented patches of one slide (C cells, P patches).
-
-    Attributes:
-        patches: ``[P] int64`` segmented patch indices (rows of the tiles store), ascending.
-        patch_offsets: ``[P + 1] int64``; cells of ``patches[p]`` are ``offsets[p]:offsets[p+1]``.
-        patch_index: ``[C] int64`` patch of each cell.
-        centroids: ``[C, 2] float32`` (x, y) level-0 px.
-        polygons: ``[C, R, 2] float32`` (x, y) level-0 px.
-        features: ``[C, F] float32`` morphometrics, columns :data:`FEATURES`.
-    """
-
-    patches: np.ndarray
-    patch_offsets: np.ndarray
-    patch_index: np.ndarray
-    centroids: np.ndarray
-    polygons: np.ndarray
-    features: np.ndarray
-
-    def __len__(self) -> int:
-        return int(self.centroids.shape[0])
 
 
 def estimate_percentiles(
@@ -166,4 +143,4 @@ def segment_patches(
     return table, percentiles
 
 
-__all__ = ["FEATURES", "CellTable", "SegmentParams", "segment_patches"]
+__all__ = ["SegmentParams", "segment_patches"]

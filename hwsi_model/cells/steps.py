@@ -13,12 +13,11 @@ from hwsi_model.cells.export import write_geojson
 from hwsi_model.cells.model_registry import load_stardist, model_hash
 from hwsi_model.cells.qc import render_cells_qc
 from hwsi_model.cells.segment import SegmentParams, segment_patches
-from hwsi_model.cells.store import write_cells
+from hwsi_model.data.stores.cells import write_cells
+from hwsi_model.data.stores.tiles import TileGrid, read_tiles
 from hwsi_model.errors import HwsiError
 from hwsi_model.provenance import describe
 from hwsi_model.slide.reader import open_slide
-from hwsi_model.tiling.grid import TileGrid
-from hwsi_model.tiling.store import read_tiles
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from skimage.draw import polygon as fill_polygon
 
-from hwsi_model.cells.detect import FEATURES
+from hwsi_model.data.stores.cells import FEATURES
 
 # Fixed reference statistics (typical H&E nuclei at 20x), not per slide: per-slide z-scores
 # would erase slide-level differences of nuclear size and shape, which are diagnostic.

@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from hwsi_model.data.stores.tiles import TileGrid
 from hwsi_model.slide.patches import iter_patches
 from hwsi_model.slide.reader import SlideReader, open_slide
-from hwsi_model.tiling.grid import TileGrid
 
 
 def row_ranges(region_offsets: np.ndarray, max_patches: int) -> list[tuple[int, int]]:

@@ -19,8 +19,8 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from hwsi_model.data.stores.tiles import TileGrid
 from hwsi_model.embed.dataset import SlidePatchDataset
-from hwsi_model.tiling.grid import TileGrid
 
 log = logging.getLogger(__name__)
 

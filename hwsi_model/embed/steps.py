@@ -7,25 +7,24 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-import zarr
 
-from hwsi_model.atomic import atomic_output
-from hwsi_model.cells.store import read_cells
-from hwsi_model.embed.cache_store import read_cache, validate_cache, write_cache
+from hwsi_model.data.stores.cache import validate_cache, write_cache
+from hwsi_model.data.stores.cell_embeddings import (
+    CellEmbeddings,
+    read_cell_embeddings,
+    write_cell_embeddings,
+)
+from hwsi_model.data.stores.cells import read_cells
+from hwsi_model.data.stores.patch_embeddings import patch_embedding_writer, read_embeddings
+from hwsi_model.data.stores.selection import read_selection, write_selection
+from hwsi_model.data.stores.tiles import read_tiles
 from hwsi_model.embed.cell_features import pool_tokens, standardise_morphometrics
 from hwsi_model.embed.dataset import SlidePatchDataset
 from hwsi_model.embed.extract import ExtractParams, embed_slide, encode_batches, resolve_device
-from hwsi_model.embed.writer import RowWriter, rows_per_chunk
 from hwsi_model.errors import HwsiError, StoreError
 from hwsi_model.provenance import describe
-from hwsi_model.samples import Sample
-from hwsi_model.tiling.store import read_tiles
 
 log = logging.getLogger(__name__)
-
-EMB_SCHEMA = "hwsi.patch_embeddings"
-CELL_EMB_SCHEMA = "hwsi.cell_embeddings"
 
 
 def _load_encoder(name: str, checkpoint: str | None, params: ExtractParams):
@@ -63,19 +62,11 @@ def embed_patches_step(
     tiles, tattrs = read_tiles(tiles_store)
     encoder = _load_encoder(encoder_name, checkpoint, params)
     n, d = len(tiles), int(encoder.embed_dim)
-    with atomic_output(out_store) as tmp:
-        root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
-        chunk = max(1, min(max(n, 1), rows_per_chunk(d)))
-        arr = root.create_array("emb", shape=(n, d), dtype="float16", chunks=(chunk, d))
-        writer = RowWriter(arr)
-        embed_slide(slide_path, slide_id, tiles, encoder, writer.write, params, mpp_override)
-        writer.close()
-        root.attrs.update(
+    with patch_embedding_writer(out_store, n, d) as (write, attrs):
+        embed_slide(slide_path, slide_id, tiles, encoder, write, params, mpp_override)
+        attrs.update(
             {
-                "schema": EMB_SCHEMA,
-                "schema_version": 1,
                 "slide_id": slide_id,
-                "n_patches": n,
                 "mpp": tattrs["mpp_effective"],
                 "patch_size": tattrs["patch_size"],
                 "tiles_config_hash": tattrs.get("config_hash", ""),
@@ -93,14 +84,6 @@ def embed_patches_step(
             }
         )
     log.info("slide '%s': %d patch embeddings of width %d", slide_id, n, d)
-
-
-def read_embeddings(store: str | Path) -> tuple[np.ndarray, dict]:
-    root = zarr.open_group(str(store), mode="r")
-    attrs = dict(root.attrs)
-    if attrs.get("schema") != EMB_SCHEMA:
-        raise StoreError(f"{store} is not a patch-embedding store")
-    return root["emb"][...], attrs
 
 
 def select_step(
@@ -131,19 +114,7 @@ def select_step(
         if len(tiles)
         else np.zeros((0, top_k), np.int64)
     )
-    region, rank = np.nonzero(sel >= 0)
-    df = pd.DataFrame({"region": region, "rank": rank, "patch_index": sel[region, rank]})
-    with atomic_output(out_csv) as tmp:
-        df.to_csv(tmp, index=False)
-    return sel
-
-
-def read_selection(csv: str | Path, n_regions: int, top_k: int) -> np.ndarray:
-    """``[R, K] int64`` from a selection CSV (-1 where a region has fewer patches)."""
-    # Explicit dtypes: a slide without tissue has a header-only CSV (read as float/object).
-    df = pd.read_csv(csv, dtype={"region": np.int64, "rank": np.int64, "patch_index": np.int64})
-    sel = np.full((n_regions, top_k), -1, np.int64)
-    sel[df["region"].to_numpy(), df["rank"].to_numpy()] = df["patch_index"].to_numpy()
+    write_selection(out_csv, sel)
     return sel
 
 
@@ -200,36 +171,26 @@ def embed_cells_step(
     cell_emb = np.concatenate(embs) if embs else np.zeros((0, width), np.float32)
     cell_pos = np.concatenate(poss) if poss else np.zeros((0, 2), np.float32)
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    with atomic_output(out_store) as tmp:
-        root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
-        for name, data in {
-            "cell_emb": cell_emb.astype(np.float16),
-            "cell_pos": cell_pos.astype(np.float32),
-            "cell_offsets": offsets,
-            "selected_patches": rows.astype(np.int64),
-        }.items():
-            chunks = tuple(max(1, s) for s in data.shape)
-            root.create_array(name, shape=data.shape, dtype=data.dtype, chunks=chunks)[...] = data
-        root.attrs.update(
-            {
-                "schema": CELL_EMB_SCHEMA,
-                "schema_version": 1,
-                "slide_id": slide_id,
-                "cell_dim": int(width),
-                "config_hash": config_hash,
-                **_encoder_attrs(encoder, encoder_name, checkpoint),
-                "provenance": describe(
-                    config_hash,
-                    {
-                        "slide": slide_path,
-                        "tiles": tiles_store,
-                        "selection": selection_csv,
-                        "cells": cells_store,
-                        "encoder": _checkpoint_input(checkpoint),
-                    },
-                ),
-            }
-        )
+    cells = CellEmbeddings(cell_emb, cell_pos, offsets, rows)
+    write_cell_embeddings(
+        out_store,
+        cells,
+        {
+            "slide_id": slide_id,
+            "config_hash": config_hash,
+            **_encoder_attrs(encoder, encoder_name, checkpoint),
+            "provenance": describe(
+                config_hash,
+                {
+                    "slide": slide_path,
+                    "tiles": tiles_store,
+                    "selection": selection_csv,
+                    "cells": cells_store,
+                    "encoder": _checkpoint_input(checkpoint),
+                },
+            ),
+        },
+    )
     log.info("slide '%s': %d cell embeddings of width %d", slide_id, len(cell_emb), width)
 
 
@@ -248,11 +209,8 @@ def build_cache_step(
     tiles, tattrs = read_tiles(tiles_store)
     emb, eattrs = read_embeddings(emb_store)
     sel = read_selection(selection_csv, tiles.n_regions, top_k)
-    croot = zarr.open_group(str(cell_emb_store), mode="r")
-    cattrs = dict(croot.attrs)
-    if cattrs.get("schema") != CELL_EMB_SCHEMA:
-        raise StoreError(f"{cell_emb_store} is not a cell-embedding store")
-    if not np.array_equal(croot["selected_patches"][...], sel[sel >= 0]):
+    cells, cattrs = read_cell_embeddings(cell_emb_store)
+    if not np.array_equal(cells.selected_patches, sel[sel >= 0]):
         raise StoreError(f"{cell_emb_store} was made for another selection; re-run embed_cells")
     S = tiles.geometry.region_size
     grid = np.full((tiles.n_regions, S, S), -1, np.int64)
@@ -264,9 +222,9 @@ def build_cache_step(
         "region_grid": grid,
         "region_pos": tiles.region_grid.astype(np.int64),
         "selected": sel,
-        "cell_emb": croot["cell_emb"][...],
-        "cell_pos": croot["cell_pos"][...],
-        "cell_offsets": croot["cell_offsets"][...],
+        "cell_emb": cells.cell_emb,
+        "cell_pos": cells.cell_pos,
+        "cell_offsets": cells.cell_offsets,
     }
     attrs = {
         "slide_id": slide_id,
@@ -305,31 +263,3 @@ def build_cache_step(
 
         shutil.rmtree(out_store, ignore_errors=True)
         raise StoreError(f"slide '{slide_id}': built cache is invalid: {problems[0]}")
-
-
-def manifest_step(caches: list[str | Path], samples: dict[str, Sample], out_csv: str | Path):
-    """One table of the cohort: slide, store path, counts, split, label, cohort, encoder."""
-    rows = []
-    for path in caches:
-        _, attrs = read_cache(path)
-        s = samples.get(attrs["slide_id"])
-        rows.append(
-            {
-                "slide_id": attrs["slide_id"],
-                "cache": str(path),
-                "n_patches": attrs["n_patches"],
-                "n_regions": attrs["n_regions"],
-                "n_selected": attrs["n_selected"],
-                "n_cells": attrs["n_cells"],
-                "split": s.split if s else None,
-                "label": s.label if s else None,
-                "cohort": s.cohort if s else None,
-                "encoder": attrs["encoder"],
-                "config_hash": attrs.get("config_hash", ""),
-                "provenance_id": (attrs.get("provenance") or {}).get("id", ""),
-            }
-        )
-    df = pd.DataFrame(rows)
-    with atomic_output(out_csv) as tmp:
-        df.to_csv(tmp, index=False)
-    return df

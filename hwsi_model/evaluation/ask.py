@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import yaml
 
+from hwsi_model.data.layout import OutputLayout, layout_of_store
 from hwsi_model.errors import HwsiError
 
 log = logging.getLogger(__name__)
@@ -88,9 +89,9 @@ def prepare_cache(
         raise HwsiError(f"slide {slide} does not exist")
     sid = slide_id or _SAFE_ID.sub("_", slide.stem).strip("._-") or "slide"
     results = Path(results)
-    cache = results / "cache" / f"{sid}.zarr"
+    cache = Path(OutputLayout(str(results)).cache(sid))
     if cache.exists():
-        from hwsi_model.embed.cache_store import read_cache
+        from hwsi_model.data.stores.cache import read_cache
 
         _, attrs = read_cache(cache)
         recorded = attrs.get("slide_path")
@@ -131,8 +132,8 @@ def prepare_cache(
 
 
 def cells_store_of(cache: Path, slide_id: str) -> Path | None:
-    """The slide's cell store next to its cache (``results/cells/<slide>.zarr``), if any."""
-    store = cache.parent.parent / "cells" / f"{slide_id}.zarr"
+    """The slide's cell store in the cache's output folder (``results/cells/<slide>.zarr``)."""
+    store = Path(layout_of_store(cache).cells(slide_id))
     return store if store.exists() else None
 
 
@@ -152,7 +153,7 @@ def ask(
     With ``evidence_dir``, writes the region, patch and top-patch pictures of the evidence of
     ``question + answer`` (the slide file is the one the cache records, or ``slide_path``).
     """
-    from hwsi_model.embed.cache_store import read_cache, slide_tensors
+    from hwsi_model.data.stores.cache import read_cache, slide_tensors
     from hwsi_model.model.batch import collate_slides
 
     cache = Path(cache)

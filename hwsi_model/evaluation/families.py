@@ -20,7 +20,7 @@ family              group   items and how an answer is scored
 ==================  ======  ==============================================================
 
 Closed answers are parsed strictly (:mod:`hwsi_model.evaluation.parsing`); an unparsed
-answer is wrong and counted. Readers are those of :mod:`hwsi_model.training.formats`
+answer is wrong and counted. Readers are those of :mod:`hwsi_model.data.text_records`
 (``wsibench``, ``wsibench_test``, ``slideinstruct``, ``slidebench``, ``wsivqa``, ``demo``)
 plus ``slidebench_caption`` here.
 """
@@ -36,6 +36,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hwsi_model.data.text_records import (
+    InstructionItem,
+    _load_records,
+    read_instructions,
+    read_reports,
+)
 from hwsi_model.evaluation import metrics
 from hwsi_model.evaluation.parsing import (
     LETTERS,
@@ -43,12 +49,6 @@ from hwsi_model.evaluation.parsing import (
     parse_label,
     parse_option_letter,
     parse_yes_no,
-)
-from hwsi_model.training.formats import (
-    InstructionItem,
-    _load_records,
-    read_instructions,
-    read_reports,
 )
 
 log = logging.getLogger(__name__)
@@ -229,7 +229,7 @@ def read_test_set(
     Args:
         path: a test file of WSI-Bench (conversation JSON or test JSONL), SlideBench (VQA CSV
             of TCGA or BCNB, or a caption table), WSI-VQA, or our demo ``vqa/test.json``.
-        fmt: a reader name of :data:`hwsi_model.training.formats.READERS`,
+        fmt: a reader name of :data:`hwsi_model.data.text_records.READERS`,
             ``slidebench_caption``, or ``auto`` (a CSV with a ``Caption`` column and no
             ``Question`` -> caption; otherwise :func:`read_instructions` decides).
         benchmark: name recorded on each item (default: from ``fmt`` and the file name).

@@ -1,6 +1,6 @@
 """Evidence heatmaps: relevance painted over the slide thumbnail and over the top patches.
 
-Inputs are what a slide's cache holds (:func:`hwsi_model.embed.cache_store.read_cache`):
+Inputs are what a slide's cache holds (:func:`hwsi_model.data.stores.cache.read_cache`):
 ``patch_coords [N, 2]`` (top-left x, y in level-0 px), ``patch_region [N]``, ``selected
 [R, K]`` (-1 = padding), ``cell_offsets [M + 1]`` and ``cell_pos [C, 2]`` (nucleus centroid
 in its patch, 0..1), attribute ``patch_size_level0`` (patch side in level-0 px); and the
@@ -189,7 +189,7 @@ def selected_rows(selected: np.ndarray) -> np.ndarray:
 def cell_polygons(cells_store: str | Path, rows: np.ndarray) -> list[np.ndarray]:
     """Nucleus outlines ``[n_m, R, 2]`` (x, y level-0 px) of each selected patch ``rows[m]``
     from the cells store, in the cache's cell order (the store's order within a patch)."""
-    from hwsi_model.cells.store import read_cells
+    from hwsi_model.data.stores.cells import read_cells
 
     table, _ = read_cells(cells_store)
     pos = np.searchsorted(table.patches, rows)
@@ -315,7 +315,7 @@ def render_evidence(
 
     Args:
         slide_path: the slide file (OpenSlide-readable).
-        arrays, attrs: the slide's cache (:func:`hwsi_model.embed.cache_store.read_cache`).
+        arrays, attrs: the slide's cache (:func:`hwsi_model.data.stores.cache.read_cache`).
         evidence: :class:`hwsi_model.model.evidence.Evidence` or a mapping of arrays
             ``region [R]``, ``patch [N]``, ``cell [C]`` (region and cell optional).
         prefix: file-name prefix (e.g. the question id and ``_``).

@@ -33,8 +33,8 @@ from tqdm.auto import tqdm
 
 from hwsi_model import provenance
 from hwsi_model.atomic import atomic_output
+from hwsi_model.data.manifest import read_manifest
 from hwsi_model.evaluation.runner import EvalConfig, alignment_metrics, evaluate_models
-from hwsi_model.training.data import read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def _evidence_pages(
     Returns slide -> {item id -> pictures} and slide -> overlap."""
     import torch
 
-    from hwsi_model.embed.cache_store import read_cache, slide_tensors
+    from hwsi_model.data.stores.cache import read_cache, slide_tensors
     from hwsi_model.evaluation.ask import cells_store_of
     from hwsi_model.evaluation.heatmaps import (
         demo_patch_lesion_fraction,

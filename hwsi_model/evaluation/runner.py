@@ -24,13 +24,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from hwsi_model.data.manifest import read_manifest
+from hwsi_model.data.pairs import PairDataset, SlideStore, collate_examples
+from hwsi_model.data.text_records import read_reports
 from hwsi_model.errors import HwsiError
 from hwsi_model.evaluation import metrics
 from hwsi_model.evaluation.families import EvalItem, read_test_set, score_items
 from hwsi_model.model.batch import collate_slides
 from hwsi_model.model.mllm import HWSIModel
-from hwsi_model.training.data import PairDataset, SlideStore, collate_examples, read_manifest
-from hwsi_model.training.formats import read_reports
 
 log = logging.getLogger(__name__)
 

@@ -9,39 +9,10 @@ region ``r`` are the slice ``region_offsets[r]:region_offsets[r + 1]``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
+from hwsi_model.data.stores.tiles import PatchGeometry, TileGrid
 from hwsi_model.tiling.tissue import TissueMask
-
-
-@dataclass(frozen=True)
-class PatchGeometry:
-    """Patch and region sizes of one slide.
-
-    Attributes:
-        patch_size: patch side at the target resolution, px.
-        patch_size_level0: patch side at level 0, px (512 for 256 px at 0.5 on a 0.25 slide).
-        mpp_target: requested resolution, um/px.
-        mpp_slide: level-0 resolution of the slide, um/px.
-        region_size: region side in patches.
-    """
-
-    patch_size: int
-    patch_size_level0: int
-    mpp_target: float
-    mpp_slide: float
-    region_size: int
-
-    @property
-    def mpp_effective(self) -> float:
-        """Resolution the patches really have, um/px (e.g. 0.499 for a 0.499 scan read at 0.5)."""
-        return self.mpp_slide * self.patch_size_level0 / self.patch_size
-
-    @property
-    def region_size_level0(self) -> int:
-        return self.patch_size_level0 * self.region_size
 
 
 def patch_geometry(
@@ -61,42 +32,6 @@ def patch_geometry(
         mpp_slide=float(slide_mpp),
         region_size=int(region_size),
     )
-
-
-@dataclass
-class TileGrid:
-    """Patches over tissue and their regions (N patches, R regions).
-
-    Attributes:
-        coords: ``[N, 2] int64`` top-left (x, y) of each patch, level-0 px.
-        grid: ``[N, 2] int32`` (row, col) of each patch in the slide-wide patch grid.
-        region: ``[N] int32`` region index of each patch.
-        region_pos: ``[N, 2] int32`` (row, col) of each patch inside its region.
-        tissue_fraction: ``[N] float32`` fraction of the patch covered by tissue.
-        region_coords: ``[R, 2] int64`` top-left (x, y) of each region, level-0 px.
-        region_grid: ``[R, 2] int32`` (row, col) of each region in the region grid.
-        region_offsets: ``[R + 1] int64`` patches of region r are ``offsets[r]:offsets[r+1]``.
-        grid_shape: (rows, cols) of the slide-wide patch grid.
-    """
-
-    geometry: PatchGeometry
-    slide_dimensions: tuple[int, int]
-    coords: np.ndarray
-    grid: np.ndarray
-    region: np.ndarray
-    region_pos: np.ndarray
-    tissue_fraction: np.ndarray
-    region_coords: np.ndarray
-    region_grid: np.ndarray
-    region_offsets: np.ndarray
-    grid_shape: tuple[int, int]
-
-    def __len__(self) -> int:
-        return int(self.coords.shape[0])
-
-    @property
-    def n_regions(self) -> int:
-        return int(self.region_coords.shape[0])
 
 
 def _cell_fractions(mask: np.ndarray, edges_y: np.ndarray, edges_x: np.ndarray) -> np.ndarray:

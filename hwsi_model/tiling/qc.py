@@ -6,7 +6,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from skimage.segmentation import find_boundaries
 
-from hwsi_model.tiling.grid import TileGrid
+from hwsi_model.data.stores.tiles import TileGrid
 from hwsi_model.tiling.tissue import TissueMask
 
 TISSUE_COLOUR = (0, 170, 0)

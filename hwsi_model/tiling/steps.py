@@ -8,11 +8,11 @@ from pathlib import Path
 import pandas as pd
 
 from hwsi_model.atomic import atomic_output
+from hwsi_model.data.stores.tiles import TileGrid, read_tiles, write_tiles
 from hwsi_model.provenance import describe
 from hwsi_model.slide.reader import open_slide
-from hwsi_model.tiling.grid import TileGrid, build_tile_grid, patch_geometry
+from hwsi_model.tiling.grid import build_tile_grid, patch_geometry
 from hwsi_model.tiling.qc import render_tiling_qc
-from hwsi_model.tiling.store import read_tiles, write_tiles
 from hwsi_model.tiling.tissue import TissueParams, load_tissue, save_tissue, tissue_mask_for_slide
 
 log = logging.getLogger(__name__)

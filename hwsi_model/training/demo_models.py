@@ -26,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from hwsi_model.atomic import atomic_output
-from hwsi_model.training.formats import LETTERS, InstructionItem
+from hwsi_model.data.text_records import LETTERS, InstructionItem
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def pretraining_texts(
     """``(question, answer)`` pairs of the items (options re-ordered, no slide) and
     ``(None, report)`` for the reports of the same slides (only those: no report of a held-out
     slide is seen). ``slide_ids`` keeps only those slides' items (the training split)."""
-    from hwsi_model.training.formats import read_instructions, read_reports
+    from hwsi_model.data.text_records import read_instructions, read_reports
 
     items = [it for f in instruction_files for it in read_instructions(f)]
     if slide_ids is not None:
@@ -253,7 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if a.pretrain:
         slides = None
         if a.manifest:
-            from hwsi_model.training.data import read_manifest
+            from hwsi_model.data.manifest import read_manifest
 
             slides = [r.slide_id for r in read_manifest(a.manifest, splits=[a.split])]
         pretrain = pretraining_texts(a.pretrain, a.reports, slides)

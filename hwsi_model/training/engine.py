@@ -3,7 +3,7 @@
 :func:`train_stage` wraps the model in :class:`StageModule` (stage 1: L_HC + L_CS in the alignment
 space; stages 2-3: L_LM + the auxiliary losses in the LLM space), hands it with a
 ``torch.optim.AdamW`` (no compiled op) and a warm-up + cosine schedule to ``deepspeed.initialize``,
-and runs epochs of a :class:`~hwsi_model.training.data.ResumableSampler`. Output folder::
+and runs epochs of a :class:`~hwsi_model.training.sampler.ResumableSampler`. Output folder::
 
     checkpoints/step0000100/   DeepSpeed checkpoints (trainable weights, optimizer, schedule,
     checkpoints/latest          client state: step, epoch, position in the epoch, RNG, early stop)
@@ -34,12 +34,13 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from hwsi_model.atomic import write_text_atomic
+from hwsi_model.data.pairs import PairDataset, TrainBatch, collate_examples
 from hwsi_model.model.hierarchy import UnitEmbeddings
 from hwsi_model.model.mllm import HWSIModel, HWSIOutput
 from hwsi_model.training.config import StageConfig, lr_lambda
-from hwsi_model.training.data import PairDataset, ResumableSampler, TrainBatch, collate_examples
 from hwsi_model.training.logs import LossLog, plot_losses
 from hwsi_model.training.modeling import configure_trainable, save_model_folder
+from hwsi_model.training.sampler import ResumableSampler
 
 log = logging.getLogger(__name__)
 

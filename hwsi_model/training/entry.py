@@ -13,7 +13,7 @@ Runs as is (a single process: :func:`~hwsi_model.training.engine.ensure_launch_e
 
 Data per stage: stage 1 pairs each slide with its report; stage 2 turns reports into caption
 items ("write a report" -> report); stage 3 uses the instruction items (any format of
-:mod:`hwsi_model.training.formats`). Slides are split by the manifest's ``split`` column.
+:mod:`hwsi_model.data.text_records`). Slides are split by the manifest's ``split`` column.
 """
 
 from __future__ import annotations
@@ -29,16 +29,17 @@ import torch
 
 from hwsi_model import provenance
 from hwsi_model.config import config_hash
-from hwsi_model.model.config import HWSIConfig
-from hwsi_model.training.config import StageConfig
-from hwsi_model.training.data import PairDataset, SlideStore, read_manifest
-from hwsi_model.training.engine import TrainResult, train_stage
-from hwsi_model.training.formats import (
+from hwsi_model.data.manifest import read_manifest
+from hwsi_model.data.pairs import PairDataset, SlideStore
+from hwsi_model.data.text_records import (
     InstructionItem,
     read_instructions,
     read_reports,
     report_items,
 )
+from hwsi_model.model.config import HWSIConfig
+from hwsi_model.training.config import StageConfig
+from hwsi_model.training.engine import TrainResult, train_stage
 from hwsi_model.training.modeling import load_stage_model, new_stage1_model
 
 log = logging.getLogger(__name__)

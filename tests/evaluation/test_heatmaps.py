@@ -140,8 +140,7 @@ def test_top_patches_order_and_cell_colours(slide: Path, tmp_path: Path) -> None
 
 
 def test_outlines_from_a_cells_store(slide: Path, tmp_path: Path) -> None:
-    from hwsi_model.cells.segment import CellTable
-    from hwsi_model.cells.store import write_cells
+    from hwsi_model.data.stores.cells import CellTable, write_cells
 
     arrays, _ = _cache()
     sel = arrays["selected"][arrays["selected"] >= 0]

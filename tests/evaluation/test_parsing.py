@@ -51,12 +51,10 @@ def test_option_letter_without_options_and_bounds() -> None:
     assert parse_option_letter("Low-grade carcinoma", 4) is None  # needs the option texts
     assert parse_option_letter("C) High", 2) is None
     assert parse_option_letter("J.", 10) == "J"
-
-
-def test_demo_eval_uses_this_parser() -> None:
-    from hwsi_model.training import demo_eval
-
-    assert demo_eval.parse_option_letter is parse_option_letter
+    assert parse_option_letter("B) High-grade carcinoma.", 3) == "B"
+    assert parse_option_letter(" (C)", 3) == "C"
+    assert parse_option_letter("D) four", 3) is None  # beyond the options
+    assert parse_option_letter("The answer is B", 3) is None  # not first: wrong
 
 
 @pytest.mark.parametrize(

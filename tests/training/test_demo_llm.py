@@ -8,12 +8,12 @@ from pathlib import Path
 
 import torch
 
+from hwsi_model.data.text_records import InstructionItem
 from hwsi_model.training.demo_models import (
     build_demo_llm,
     option_permutations,
     pretraining_texts,
 )
-from hwsi_model.training.formats import InstructionItem
 
 ITEM = InstructionItem(
     slide_id="s1",

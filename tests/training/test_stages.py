@@ -16,9 +16,10 @@ import pytest
 import torch
 from train_helpers import D_C, D_P, tiny_model_config
 
+from hwsi_model.evaluation.families import MULTIPLE_CHOICE
+from hwsi_model.evaluation.runner import alignment_metrics, evaluate_models
 from hwsi_model.model.mllm import HWSIModel
 from hwsi_model.training.config import StageConfig
-from hwsi_model.training.demo_eval import evaluate, parse_option_letter
 from hwsi_model.training.engine import CHECKPOINT_DIR, MODEL_DIR, TrainResult, train_stage
 from hwsi_model.training.entry import build_datasets
 from hwsi_model.training.modeling import configure_trainable, load_stage_model, new_stage1_model
@@ -113,15 +114,26 @@ def test_stage1_trains_alignment_and_resumes(stage1) -> None:
     hc = train_losses(stage1["out"], "hc_loss")
     assert hc[-1] < hc[0]
     assert stage1["result"].val_losses[-1] < stage1["result"].val_losses[0]
-    ev = evaluate(
-        stage1["out"] / MODEL_DIR,
-        stage1["cohort"]["manifest"],
-        stage1["cohort"]["reports"],
-        split="val",
-    )
-    r = ev["retrieval"]
-    assert r["n"] == 3 and r["chance"] == pytest.approx(1 / 3)
-    assert r["slide_to_report_r1"] > r["chance"] and r["report_to_slide_r1"] > r["chance"], r
+
+
+def test_stage1_trained_longer_retrieves_held_out_reports(
+    stage1, cohort, tiny_text_encoder, tmp_path
+) -> None:
+    """Trained past the near-ties of a 3-epoch run, the alignment space ranks the held-out
+    slides' reports (and slides for reports) better than chance: mean reciprocal rank above
+    chance's in both directions, recall@1 above chance on average over the two (3 slides: one
+    direction's recall@1 alone moves in steps of 1/3). The evaluation package's cosine retrieval."""
+    cfg = stage_config(1, epochs=30, checkpoint_every=1000)
+    train, val = build_datasets(1, cohort["manifest"], cohort["reports"])
+    model = stage1["factory"]()
+    train_stage(model, cfg, train, tmp_path, val_ds=val, progress=False)
+    r = alignment_metrics(model, cohort["manifest"], "val", cohort["reports"])["retrieval"]
+    for direction in ("slide_to_report", "report_to_slide"):
+        m = r[direction]
+        assert m["n"] == 3 and m["chance_r1"] == pytest.approx(1 / 3)
+        assert m["mrr"] > (1 + 1 / 2 + 1 / 3) / 3, r  # chance: the mean of 1/rank
+    mean_r1 = (r["slide_to_report"]["r1"] + r["report_to_slide"]["r1"]) / 2
+    assert mean_r1 > 1 / 3, r
 
 
 def test_stage1_resume_gives_the_uninterrupted_result(stage1, cohort, tmp_path) -> None:
@@ -196,11 +208,13 @@ def test_stage3_lora(stage2, cohort, tiny_llm, tmp_path_factory) -> None:
     lm = train_losses(out, "lm_loss")
     assert sum(lm[-2:]) < sum(lm[:2]), lm
     assert (out / MODEL_DIR / "lora_adapter").is_dir()
-    ev = evaluate(
-        out / MODEL_DIR, cohort["manifest"], cohort["reports"], [cohort["vqa_val"]], "val"
+    run = evaluate_models(
+        {"lora": out / MODEL_DIR}, cohort["manifest"], [cohort["vqa_val"]], out / "eval", "val"
     )
-    assert ev["closed"]["n"] == 3 and ev["closed"]["chance"] == pytest.approx(1 / 3)
-    assert 0.0 <= ev["closed"]["accuracy"] <= 1.0 and "retrieval" in ev
+    closed = run["families"]["lora"][MULTIPLE_CHOICE]
+    assert closed["n"] == 3 and closed["chance"] == pytest.approx(1 / 3)
+    assert 0.0 <= closed["metrics"]["accuracy"] <= 1.0
+    assert len((out / "eval" / "predictions" / "lora.jsonl").read_text().splitlines()) == 3
     reloaded = HWSIModel.from_pretrained(out / MODEL_DIR)
     ours = dict(model.named_parameters())
     for name, p in reloaded.named_parameters():
@@ -224,15 +238,6 @@ def test_stage3_full_finetune_merged_folder(stage2, cohort, tmp_path) -> None:
     torch.testing.assert_close(
         dict(reloaded.named_parameters())[name], dict(model.named_parameters())[name]
     )
-
-
-def test_strict_option_letter_parser() -> None:
-    assert parse_option_letter("B) High-grade carcinoma.", 3) == "B"
-    assert parse_option_letter(" (C)", 3) == "C"
-    assert parse_option_letter("A", 2) == "A"
-    assert parse_option_letter("D) four", 3) is None  # beyond the options
-    assert parse_option_letter("The answer is B", 3) is None  # not first: wrong
-    assert parse_option_letter("Benign glands", 3) is None
 
 
 def test_changed_settings_do_not_resume_an_old_run(stage1, cohort, tmp_path) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import tiny_models
 
-from hwsi_model.embed.cache_store import write_cache
+from hwsi_model.data.stores.cache import write_cache
 from hwsi_model.model.config import (
     CCAFConfig,
     HWSIConfig,

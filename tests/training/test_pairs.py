@@ -4,14 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hwsi_model.training.data import (
-    PairDataset,
-    ResumableSampler,
-    SlideStore,
-    collate_examples,
-    read_manifest,
-)
-from hwsi_model.training.formats import read_instructions, read_reports
+from hwsi_model.data.manifest import read_manifest
+from hwsi_model.data.pairs import PairDataset, SlideStore, collate_examples
+from hwsi_model.data.text_records import read_instructions, read_reports
+from hwsi_model.training.sampler import ResumableSampler
 
 
 def test_datasets_join_manifest_and_collate(cohort: dict[str, Path]) -> None:

@@ -21,6 +21,7 @@ mode (selected/all), context margin, tiles config hash, schema version, software
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +29,38 @@ import numpy as np
 import zarr
 
 from hwsi_model.atomic import atomic_output
-from hwsi_model.cells.detect import FEATURES
-from hwsi_model.cells.segment import CellTable
-from hwsi_model.errors import StoreError
+from hwsi_model.data.stores.zarr_io import open_store, rising
 
 CELLS_SCHEMA = "hwsi.cells"
 CELLS_SCHEMA_VERSION = 1
+
+# Per-cell morphometric features, in the order of the cell table's ``features`` array.
+FEATURES = ("area_um2", "perimeter_um", "eccentricity", "solidity", "prob", "hematoxylin")
+
+
+@dataclass
+class CellTable:
+    """Nuclei of the segmented patches of one slide (C cells, P patches).
+
+    Attributes:
+        patches: ``[P] int64`` segmented patch indices (rows of the tiles store), ascending.
+        patch_offsets: ``[P + 1] int64``; cells of ``patches[p]`` are ``offsets[p]:offsets[p+1]``.
+        patch_index: ``[C] int64`` patch of each cell.
+        centroids: ``[C, 2] float32`` (x, y) level-0 px.
+        polygons: ``[C, R, 2] float32`` (x, y) level-0 px.
+        features: ``[C, F] float32`` morphometrics, columns :data:`FEATURES`.
+    """
+
+    patches: np.ndarray
+    patch_offsets: np.ndarray
+    patch_index: np.ndarray
+    centroids: np.ndarray
+    polygons: np.ndarray
+    features: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.centroids.shape[0])
+
 
 _ARRAYS = {
     "patches": "patches",
@@ -73,16 +100,27 @@ def write_cells(path: str | Path, table: CellTable, attrs: dict[str, Any]) -> No
 
 def read_cells(path: str | Path) -> tuple[CellTable, dict[str, Any]]:
     """Read a cell table; raises :class:`StoreError` for missing or foreign stores."""
-    path = Path(path)
-    try:
-        root = zarr.open_group(str(path), mode="r")
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError) as exc:
-        raise StoreError(f"cell store {path} does not exist or is not a Zarr group") from exc
-    attrs = dict(root.attrs)
-    if attrs.get("schema") != CELLS_SCHEMA or attrs.get("schema_version") != CELLS_SCHEMA_VERSION:
-        raise StoreError(
-            f"{path} is not a {CELLS_SCHEMA} v{CELLS_SCHEMA_VERSION} store "
-            f"(schema {attrs.get('schema')!r} v{attrs.get('schema_version')}); re-run segmentation"
-        )
+    root, attrs = open_store(
+        path, CELLS_SCHEMA, CELLS_SCHEMA_VERSION, "cell store", "re-run segmentation"
+    )
     table = CellTable(**{field: root[name][...] for name, field in _ARRAYS.items()})
     return table, attrs
+
+
+def validate_cells(path: str | Path) -> list[str]:
+    """Problems of a cell store: counts, offsets, one row per cell, ascending patches (empty
+    list: valid). Raises :class:`StoreError` when it does not open."""
+    table, attrs = read_cells(path)
+    c, p = len(table), table.patches.shape[0]
+    problems = []
+    if c != attrs.get("n_cells"):
+        problems.append(f"{c} cells stored, attributes say {attrs.get('n_cells')}")
+    problems += rising(table.patch_offsets, c, "patch_offsets")
+    if len(table.patch_offsets) != p + 1:
+        problems.append(f"patch_offsets must have {p + 1} entries")
+    for name in ("patch_index", "polygons", "features"):
+        if getattr(table, name).shape[0] != c:
+            problems.append(f"array '{name}' does not have one row per cell")
+    if (np.diff(table.patches) <= 0).any():
+        problems.append("patches are not ascending")
+    return problems

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hwsi_model.training.formats import (
+from hwsi_model.data.text_records import (
     DataFormatError,
     parse_options,
     read_instructions,

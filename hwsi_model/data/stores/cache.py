@@ -34,7 +34,7 @@ import numpy as np
 import zarr
 
 from hwsi_model.atomic import atomic_output
-from hwsi_model.embed.writer import rows_per_chunk
+from hwsi_model.data.stores.zarr_io import rows_per_chunk
 from hwsi_model.errors import StoreError
 
 CACHE_SCHEMA = "hwsi.cache"

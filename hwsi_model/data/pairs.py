@@ -1,8 +1,9 @@
-"""Training data over the cohort manifest: slides joined to reports (stages 1-2) and to
-instruction items (stage 3), a resumable seeded sampler and the collation into padded batches.
+"""(slide, text) pairs over the cohort manifest: slides joined to reports (stages 1-2) and to
+instruction items (stage 3), and their collation into padded batches. Training and evaluation
+both read slides through these.
 
-A training example is one (slide, text) pair; its slide tensors are read from the slide's cache
-(:func:`hwsi_model.embed.cache_store.read_slide_tensors`) in the DataLoader workers, or once into
+An example is one (slide, text) pair; its slide tensors are read from the slide's cache
+(:func:`hwsi_model.data.stores.cache.read_slide_tensors`) in the DataLoader workers, or once into
 memory (``in_memory=True``, for small cohorts: workers then share the loaded tensors by fork).
 Collation pads the variable-size multi-scale tensors with masks via
 :func:`hwsi_model.model.batch.collate_slides` (see :class:`hwsi_model.model.batch.SlideBatch`).
@@ -10,62 +11,19 @@ Collation pads the variable-size multi-scale tensors with masks via
 
 from __future__ import annotations
 
-import csv
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
-import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset
 
-from hwsi_model.embed.cache_store import read_slide_tensors
+from hwsi_model.data.manifest import ManifestRow
+from hwsi_model.data.stores.cache import read_slide_tensors
+from hwsi_model.data.text_records import InstructionItem, ReportRecord
 from hwsi_model.model.batch import SlideBatch, SlideTensors, collate_slides
 from hwsi_model.model.text_views import TextViews, split_report
-from hwsi_model.training.formats import InstructionItem, ReportRecord
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ManifestRow:
-    """One row of ``manifest.csv`` (the columns training uses)."""
-
-    slide_id: str
-    cache: Path
-    split: str
-    label: str | None = None
-    cohort: str | None = None
-
-
-def read_manifest(path: str | Path, splits: Sequence[str] | None = None) -> list[ManifestRow]:
-    """Rows of the cohort manifest, optionally only those of ``splits``.
-
-    A relative ``cache`` path that does not exist from the working directory is resolved against
-    the manifest's folder and then its parent (manifests written by the workflow hold paths
-    relative to the repository root). Slides whose cache has no patch (``n_patches`` 0: no
-    tissue) are left out with a warning.
-    """
-    path = Path(path)
-    rows = []
-    with open(path, newline="") as f:
-        for r in csv.DictReader(f):
-            if (r.get("n_patches") or "").strip() == "0":  # a slide without tissue
-                log.warning("slide '%s' has no tissue patches: left out of training", r["slide_id"])
-                continue
-            cache = Path(r["cache"])
-            if not cache.is_absolute() and not cache.exists():
-                for base in (path.parent, path.parent.parent):
-                    if (base / cache).exists():
-                        cache = base / cache
-                        break
-            split = (r.get("split") or "train").strip() or "train"
-            rows.append(
-                ManifestRow(r["slide_id"], cache, split, r.get("label") or None, r.get("cohort"))
-            )
-    if splits is not None:
-        rows = [r for r in rows if r.split in set(splits)]
-    return rows
 
 
 class SlideStore:
@@ -185,41 +143,3 @@ def collate_examples(examples: list[Example]) -> TrainBatch:
         views=views if all(v is not None for v in views) else None,
         items=[e.item for e in examples],
     )
-
-
-class ResumableSampler(Sampler[int]):
-    """Seeded per-epoch permutation, sharded over data-parallel ranks, that can start mid-epoch.
-
-    The order of epoch ``e`` depends only on ``(seed, e)``, so a resumed run sees exactly the data
-    the interrupted run would have seen: call :meth:`set_epoch` with the epoch and the number of
-    samples (per rank) already consumed in it.
-    """
-
-    def __init__(
-        self, n: int, seed: int = 0, shuffle: bool = True, rank: int = 0, world_size: int = 1
-    ):
-        self.n, self.seed, self.shuffle = n, seed, shuffle
-        self.rank, self.world_size = rank, world_size
-        self.epoch, self.start = 0, 0
-
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
-        self.epoch, self.start = epoch, start
-
-    def epoch_indices(self, epoch: int) -> list[int]:
-        """This rank's indices of ``epoch`` (padded by wrapping so ranks get equal counts)."""
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-            order = torch.randperm(self.n, generator=g).tolist()
-        else:
-            order = list(range(self.n))
-        per_rank = -(-self.n // self.world_size)
-        order = (order * (1 + per_rank * self.world_size // max(self.n, 1)))[
-            : per_rank * self.world_size
-        ]
-        return order[self.rank :: self.world_size]
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.epoch_indices(self.epoch)[self.start :])
-
-    def __len__(self) -> int:
-        return max(0, -(-self.n // self.world_size) - self.start)

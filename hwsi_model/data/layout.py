@@ -1,0 +1,131 @@
+"""The output layout: every path the workflow writes under ``outdir``, in one place.
+
+The rules, ``hwsi check``, ``hwsi ask`` and the CLI build paths with :class:`OutputLayout`
+only, so a path is never spelt twice. A method with a ``slide`` argument takes a slide id or a
+Snakemake wildcard (``"{slide}"``) and returns a string, so the rules can use it as a pattern.
+
+=================================  ============================================================
+path                               what (module that reads and writes it)
+=================================  ============================================================
+``tissue/{slide}/``                mask.png, thumbnail.jpg, tissue.json (:mod:`hwsi_model.tiling`)
+``tiles/{slide}.zarr``             patch grid (:mod:`hwsi_model.data.stores.tiles`)
+``tiles/summary.tsv``              one row per slide
+``embeddings/{slide}.zarr``        patch embeddings (:mod:`hwsi_model.data.stores.patch_embeddings`)
+``selection/{slide}.csv``          selected patches (:mod:`hwsi_model.data.stores.selection`)
+``cells/{slide}.zarr``             nuclei (:mod:`hwsi_model.data.stores.cells`), ``.geojson``
+``cell_embeddings/{slide}.zarr``   cell embeddings (:mod:`hwsi_model.data.stores.cell_embeddings`)
+``cache/{slide}.zarr``             multi-scale cache (:mod:`hwsi_model.data.stores.cache`)
+``manifest.csv``                   the cohort's caches (:mod:`hwsi_model.data.manifest`)
+``qc/{step}/{slide}.png``          QC pictures
+``models/{name}/``                 models the workflow builds (demo encoder, StarDist, LLM)
+``training/...``                   model folders, checkpoints, loss curves per stage
+``evaluation/``                    metrics.json, report.html, predictions, slide pages
+``logs/{step}/{slide}.log``        one log per step and slide
+=================================  ============================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+#: Per-slide Zarr stores: kind -> (folder under outdir, schema name), in pipeline order.
+STORES: dict[str, tuple[str, str]] = {
+    "tiles": ("tiles", "hwsi.tiles"),
+    "cells": ("cells", "hwsi.cells"),
+    "embeddings": ("embeddings", "hwsi.patch_embeddings"),
+    "cell_embeddings": ("cell_embeddings", "hwsi.cell_embeddings"),
+    "cache": ("cache", "hwsi.cache"),
+}
+KINDS = tuple(STORES)
+
+
+@dataclass(frozen=True)
+class OutputLayout:
+    """Paths under one ``outdir`` (a string, as given in the config; no trailing slash)."""
+
+    outdir: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "outdir", str(self.outdir).rstrip("/") or ".")
+
+    def _p(self, *parts: str) -> str:
+        return "/".join((self.outdir, *parts))
+
+    # -- per-slide outputs ------------------------------------------------------------------
+    def store(self, kind: str, slide: str) -> str:
+        """The ``kind`` store of a slide (see :data:`STORES`)."""
+        return self._p(STORES[kind][0], f"{slide}.zarr")
+
+    def tissue(self, slide: str) -> str:
+        return self._p("tissue", slide)
+
+    def tiles(self, slide: str) -> str:
+        return self.store("tiles", slide)
+
+    def embeddings(self, slide: str) -> str:
+        return self.store("embeddings", slide)
+
+    def selection(self, slide: str) -> str:
+        return self._p("selection", f"{slide}.csv")
+
+    def cells(self, slide: str) -> str:
+        return self.store("cells", slide)
+
+    def cells_geojson(self, slide: str) -> str:
+        return self._p("cells", f"{slide}.geojson")
+
+    def cell_embeddings(self, slide: str) -> str:
+        return self.store("cell_embeddings", slide)
+
+    def cache(self, slide: str) -> str:
+        return self.store("cache", slide)
+
+    def qc(self, step: str, slide: str) -> str:
+        return self._p("qc", step, f"{slide}.png")
+
+    def log(self, step: str, slide: str | None = None) -> str:
+        """``logs/{step}/{slide}.log``, or ``logs/{step}.log`` for a cohort-wide step."""
+        return self._p("logs", step, f"{slide}.log") if slide else self._p("logs", f"{step}.log")
+
+    # -- cohort outputs ---------------------------------------------------------------------
+    @property
+    def tiling_summary(self) -> str:
+        return self._p("tiles", "summary.tsv")
+
+    @property
+    def manifest(self) -> str:
+        return self._p("manifest.csv")
+
+    def model(self, name: str) -> str:
+        """A model the workflow builds (``models/{name}``)."""
+        return self._p("models", name)
+
+    def training(self, *parts: str) -> str:
+        """``training/...``: e.g. ``training("stage1", "model")``."""
+        return self._p("training", *parts)
+
+    def stage(self, stage: int | str, baseline: str | None = None) -> str:
+        """A stage's folder: ``training/stageN`` or ``training/baselines/{b}/stageN``."""
+        if baseline:
+            return self.training("baselines", baseline, f"stage{stage}")
+        return self.training(f"stage{stage}")
+
+    def stage_path(self, stage: int | str, name: str, baseline: str | None = None) -> str:
+        """A file or folder of a stage's folder: ``model``, ``loss.csv``, ``loss.png``, ..."""
+        return "/".join((self.stage(stage, baseline), name))
+
+    @property
+    def evaluation(self) -> str:
+        return self._p("evaluation")
+
+
+def slide_of_store(path: str | Path) -> str:
+    """The slide id of a per-slide store path (``.../{slide}.zarr``)."""
+    name = Path(path).name
+    return name[: -len(".zarr")] if name.endswith(".zarr") else name
+
+
+def layout_of_store(path: str | Path) -> OutputLayout:
+    """The layout a per-slide store lives in (``outdir/{kind}/{slide}.zarr``)."""
+    return OutputLayout(str(Path(path).parent.parent))
