@@ -122,8 +122,8 @@ def make_cohort(root: Path, n: int, seed: int = 0) -> dict[str, Path]:
 def main() -> None:
     from hwsi_model.evaluation.runner import alignment_metrics, evaluate_models
     from hwsi_model.logs import setup_logging
+    from hwsi_model.model.checkpoint import load_model_folder
     from hwsi_model.model.config import HWSIConfig
-    from hwsi_model.model.mllm import HWSIModel
     from hwsi_model.training.config import StageConfig
     from hwsi_model.training.demo_models import build_demo_llm, corpus_texts
     from hwsi_model.training.entry import run_stage
@@ -176,7 +176,7 @@ def main() -> None:
             "loss_first_last": [round(r.first_loss, 3), round(r.last_loss, 3)],
             "val_first_last": [round(v, 3) for v in r.val_losses[:1] + r.val_losses[-1:]],
         }
-    s1_model = HWSIModel.from_pretrained(root / "s1/model", load_llm=False)
+    s1_model = load_model_folder(root / "s1/model", load_llm=False)
     summary["eval_stage1"] = alignment_metrics(s1_model, c["manifest"], "test", c["reports"])[
         "retrieval"
     ]

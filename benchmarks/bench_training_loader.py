@@ -29,7 +29,7 @@ log = logging.getLogger("bench_training_loader")
 def build(stage: int, results: Path, cohort: Path, micro_batch: int):
     from hwsi_model.training.config import StageConfig
     from hwsi_model.training.entry import _model_config, build_datasets
-    from hwsi_model.training.modeling import load_stage_model, new_stage1_model
+    from hwsi_model.training.stage_model import load_stage_model, new_stage1_model
 
     cfg = StageConfig(stage=stage, micro_batch_size=micro_batch, epochs=1000, lr=1e-4)
     instructions = [cohort / "vqa/train.json"] if stage == 3 else []
@@ -50,7 +50,7 @@ def make_engine(cfg, model):
     import torch
 
     from hwsi_model.training.engine import StageModule
-    from hwsi_model.training.modeling import configure_trainable
+    from hwsi_model.training.stage_model import configure_trainable
 
     configure_trainable(model, cfg)
     module = StageModule(model, cfg)

@@ -140,7 +140,7 @@ def _cmd_check_config(args: argparse.Namespace) -> None:
 
 def _cmd_ask(args: argparse.Namespace) -> None:
     from hwsi_model.evaluation.ask import REPORT_PROMPT, ask, prepare_cache
-    from hwsi_model.model.mllm import HWSIModel
+    from hwsi_model.model.checkpoint import load_model_folder
 
     question = getattr(args, "question", None) or REPORT_PROMPT
     cache, slide_file = Path(args.slide), None
@@ -149,7 +149,7 @@ def _cmd_ask(args: argparse.Namespace) -> None:
         cache = prepare_cache(
             args.slide, args.results, args.configfile, args.slide_id, args.mpp, args.cores
         )
-    model = HWSIModel.from_pretrained(args.model)
+    model = load_model_folder(args.model)
     answer = ask(
         model, cache, question, evidence_dir=args.evidence, num_beams=args.beams,
         max_new_tokens=args.max_new_tokens, slide_path=args.slide_file or slide_file,

@@ -62,10 +62,10 @@ def _evidence_pages(
         hot_overlap,
         render_evidence,
     )
+    from hwsi_model.model.checkpoint import load_model_folder
     from hwsi_model.model.evidence import evidence_scores
-    from hwsi_model.model.mllm import HWSIModel
 
-    model = HWSIModel.from_pretrained(model_dir)
+    model = load_model_folder(model_dir)
     if model.text_encoder is None:
         log.warning("%s has no text encoder: no evidence maps", model_dir)
         return {}, {}
@@ -137,7 +137,7 @@ def run_evaluation(
         render_slide_page,
         write_metrics_json,
     )
-    from hwsi_model.model.mllm import HWSIModel
+    from hwsi_model.model.checkpoint import load_model_folder
 
     cfg = cfg or EvalConfig()
     models = {METHOD: Path(model_dir), **{k: Path(v) for k, v in (baselines or {}).items()}}
@@ -149,7 +149,7 @@ def run_evaluation(
         tables: dict[str, dict] = {}
         if stage1_dir is not None:
             align = alignment_metrics(
-                HWSIModel.from_pretrained(stage1_dir, load_llm=False),
+                load_model_folder(stage1_dir, load_llm=False),
                 manifest, split, reports, class_prompts,
             )  # fmt: skip
             extra.update(align)

@@ -31,6 +31,7 @@ from hwsi_model.errors import HwsiError
 from hwsi_model.evaluation import metrics
 from hwsi_model.evaluation.families import EvalItem, read_test_set, score_items
 from hwsi_model.model.batch import collate_slides
+from hwsi_model.model.checkpoint import load_model_folder
 from hwsi_model.model.mllm import HWSIModel
 
 log = logging.getLogger(__name__)
@@ -201,7 +202,7 @@ def evaluate_models(
     families: dict[str, dict] = {}
     for name, model_dir in models.items():
         log.info("evaluating %s (%s) on %d items", name, model_dir, len(items))
-        model = HWSIModel.from_pretrained(model_dir)
+        model = load_model_folder(model_dir)
         answers[name] = answer_items(model, store, items, cfg)
         families[name] = score_items(items, answers[name], cfg.bertscore_model)
         with open(out / "predictions" / f"{name}.jsonl", "w") as f:

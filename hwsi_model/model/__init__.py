@@ -1,5 +1,6 @@
 """The MLLM-HWSI model: CCAF, region and slide encoders, scale projectors, hierarchical losses,
-text views and encoder, the LLM wrapper and evidence maps.
+text views and encoder, the LLM wrapper, its processor (prompt layout, tokenisation), the model
+folder (:mod:`~hwsi_model.model.checkpoint`) and evidence maps.
 
 Modules consume the per-slide cache contract as tensors (:mod:`hwsi_model.model.batch`).
 ``peft`` (LoRA) is imported only when LoRA is used.
@@ -28,6 +29,7 @@ from hwsi_model.model.losses import (
     cross_scale_consistency,
 )
 from hwsi_model.model.mllm import HWSIModel, HWSIOutput
+from hwsi_model.model.processor import HWSIProcessor
 from hwsi_model.model.region_encoder import RegionEncoder
 from hwsi_model.model.slide_encoder import SlideEncoder
 from hwsi_model.model.stages import configure_stage
@@ -42,6 +44,7 @@ __all__ = [
     "HWSIConfig",
     "HWSIModel",
     "HWSIOutput",
+    "HWSIProcessor",
     "HierarchicalContrastiveLoss",
     "HierarchicalVisualEncoder",
     "LoraSettings",

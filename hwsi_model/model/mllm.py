@@ -14,14 +14,13 @@ Baselines (``config.visual_input``): ``"flat"`` gives the LLM a single token, th
 slide's patch embeddings through :attr:`HWSIModel.flat_projector` (no cell or region scale);
 ``"none"`` gives it no visual token (text only). Both train in stages 2-3 like the method.
 
-The LLM and text encoder load from local folders only. :meth:`HWSIModel.save_pretrained` writes
-one folder: ``config.json``, ``model.safetensors`` (all non-LLM weights), the LoRA adapter when
-LoRA is used, and optionally the full LLM.
+The LLM and text encoder load from local folders only. Prompt layout and tokenisation are the
+processor's (:mod:`~hwsi_model.model.processor`); the model folder on disk is the checkpoint
+module's (:mod:`~hwsi_model.model.checkpoint`).
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,10 +28,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F  # noqa: N812
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from hwsi_model.atomic import atomic_output
 from hwsi_model.model.batch import SlideBatch
 from hwsi_model.model.config import SCALES, HWSIConfig
 from hwsi_model.model.hierarchy import HierarchicalVisualEncoder, UnitEmbeddings, VisualOutput
@@ -42,18 +39,13 @@ from hwsi_model.model.losses import (
     combine_losses,
     cross_scale_consistency,
 )
+from hwsi_model.model.processor import IGNORE_INDEX, HWSIProcessor
 from hwsi_model.model.projectors import ScaleProjector
 from hwsi_model.model.resampler import Resampler
 from hwsi_model.model.text_encoder import TextEncoder, encode_views
 from hwsi_model.model.text_views import TextViews
 
 log = logging.getLogger(__name__)
-
-WEIGHTS_NAME = "model.safetensors"
-CONFIG_NAME = "config.json"
-LORA_DIR = "lora_adapter"
-LLM_DIR = "llm"
-IGNORE_INDEX = -100
 
 
 @dataclass
@@ -168,9 +160,9 @@ class HWSIModel(nn.Module):
         self.llm = llm
         self.tokenizer = tokenizer
         self.text_encoder = text_encoder
-        self.placeholder_id: int | None = None
+        self.processor: HWSIProcessor | None = None
         if tokenizer is not None:
-            self._prepare_tokenizer()
+            self.processor = HWSIProcessor(tokenizer, config.placeholder, config.system_prompt)
 
     # -- construction ----------------------------------------------------------------------
 
@@ -188,16 +180,6 @@ class HWSIModel(nn.Module):
         if apply_lora and config.lora is not None and llm is not None:
             model.apply_lora()
         return model
-
-    def _prepare_tokenizer(self) -> None:
-        from transformers import AddedToken
-
-        tok, ph = self.tokenizer, self.config.placeholder
-        if ph not in tok.get_vocab():
-            tok.add_tokens([AddedToken(ph, special=True, normalized=False)], special_tokens=True)
-        self.placeholder_id = int(tok.convert_tokens_to_ids(ph))
-        if tok.pad_token is None:
-            tok.pad_token = tok.eos_token
 
     def apply_lora(self) -> None:
         """Wrap the LLM with LoRA adapters (``config.lora``); needs ``peft``."""
@@ -223,55 +205,10 @@ class HWSIModel(nn.Module):
     def is_lora(self) -> bool:
         return self.llm is not None and hasattr(self.llm, "peft_config")
 
-    # -- prompts ---------------------------------------------------------------------------
-
-    def format_prompt(self, question: str) -> str:
-        """Chat-template prompt with the placeholder before the question, ready for the answer."""
-        content = f"{self.config.placeholder}\n{question}"
-        messages = []
-        if self.config.system_prompt:
-            messages.append({"role": "system", "content": self.config.system_prompt})
-        messages.append({"role": "user", "content": content})
-        if getattr(self.tokenizer, "chat_template", None):
-            return self.tokenizer.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=True
-            )
-        return f"USER: {content}\nASSISTANT: "
-
-    def tokenize(
-        self, questions: Sequence[str], answers: Sequence[str] | None = None
-    ) -> dict[str, Tensor]:
-        """Tokenise prompts (and answers) into right-padded ``[B, T]`` tensors.
-
-        Returns ``input_ids``, ``attention_mask`` and, with answers, ``labels``: the answer ids
-        plus EOS, -100 on the prompt and padding.
-        """
-        tok = self._require_llm()
-        rows, labels = [], []
-        for i, q in enumerate(questions):
-            ids = tok(self.format_prompt(q), add_special_tokens=False)["input_ids"]
-            if ids.count(self.placeholder_id) != 1:
-                raise ValueError(f"prompt {i} must contain the placeholder exactly once")
-            lab = [IGNORE_INDEX] * len(ids)
-            if answers is not None:
-                ans = tok(answers[i], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-                ids, lab = ids + ans, lab + ans
-            rows.append(ids)
-            labels.append(lab)
-        T = max(len(r) for r in rows)
-        pad = tok.pad_token_id
-        out = {
-            "input_ids": torch.tensor([r + [pad] * (T - len(r)) for r in rows]),
-            "attention_mask": torch.tensor([[1] * len(r) + [0] * (T - len(r)) for r in rows]),
-        }
-        if answers is not None:
-            out["labels"] = torch.tensor([x + [IGNORE_INDEX] * (T - len(x)) for x in labels])
-        return out
-
-    def _require_llm(self):
-        if self.llm is None or self.tokenizer is None:
+    def _require_llm(self) -> HWSIProcessor:
+        if self.llm is None or self.processor is None:
             raise RuntimeError("this model has no LLM (set config.llm_path)")
-        return self.tokenizer
+        return self.processor
 
     # -- visual tokens for the LLM ---------------------------------------------------------
 
@@ -353,8 +290,9 @@ class HWSIModel(nn.Module):
             ``inputs_embeds [B, T', H]`` (LLM dtype), ``attention_mask [B, T'] int64``, labels.
         """
         embed = self.llm.get_input_embeddings()
-        is_ph = input_ids == self.placeholder_id
-        text = embed(input_ids.masked_fill(is_ph, self.tokenizer.pad_token_id))
+        proc = self._require_llm()
+        is_ph = input_ids == proc.placeholder_id
+        text = embed(input_ids.masked_fill(is_ph, proc.pad_token_id))
         seqs, labs = [], []
         for b in range(input_ids.shape[0]):
             keep = attention_mask[b].bool()
@@ -388,7 +326,7 @@ class HWSIModel(nn.Module):
 
     def embed_text_views_llm(self, views: Sequence[TextViews]) -> dict[str, UnitEmbeddings]:
         """Text views in the LLM's hidden size: mean of the LLM's input embeddings per text."""
-        tok = self._require_llm()
+        tok = self._require_llm().tokenizer
         embed = self.llm.get_input_embeddings()
 
         def encode(texts: list[str]) -> Tensor:
@@ -480,8 +418,8 @@ class HWSIModel(nn.Module):
         self, batch: SlideBatch, questions: Sequence[str], max_new_tokens: int = 128, **kwargs
     ) -> list[str]:
         """Answer one question per slide; greedy by default (pass ``num_beams`` for beam search)."""
-        tok = self._require_llm()
-        enc = self.tokenize(questions)
+        proc = self._require_llm()
+        enc = proc(questions)
         visual, _ = self.llm_visual_inputs(batch)
         embeds, mask, _ = self.build_inputs(
             enc["input_ids"], enc["attention_mask"], visual, padding_side="left"
@@ -491,13 +429,11 @@ class HWSIModel(nn.Module):
             inputs_embeds=embeds,
             attention_mask=mask,
             max_new_tokens=max_new_tokens,
-            pad_token_id=tok.pad_token_id,
-            eos_token_id=tok.eos_token_id,
+            pad_token_id=proc.pad_token_id,
+            eos_token_id=proc.eos_token_id,
             **kwargs,
         )
-        return tok.batch_decode(ids, skip_special_tokens=True)
-
-    # -- save / load -----------------------------------------------------------------------
+        return proc.decode(ids)
 
     def non_llm_state_dict(self) -> dict[str, Tensor]:
         """All weights except the LLM's and the text encoder's (which load from their folders)."""
@@ -506,71 +442,6 @@ class HWSIModel(nn.Module):
             for k, v in self.state_dict().items()
             if not k.startswith(("llm.", "text_encoder."))
         }
-
-    def save_pretrained(self, directory: str | Path, save_llm: bool = False) -> None:
-        """Write the model folder (atomically): config, non-LLM weights, LoRA adapter, LLM.
-
-        With ``save_llm`` the LLM (fully fine-tuned, or with its LoRA adapters merged into a copy)
-        and its tokenizer are written to ``llm/`` and the config points there; otherwise the
-        config keeps ``llm_path`` (and the adapters go to ``lora_adapter/``).
-        """
-        config = copy.deepcopy(self.config)
-        with atomic_output(directory) as tmp:
-            tmp.mkdir(parents=True)
-            save_file(self.non_llm_state_dict(), str(tmp / WEIGHTS_NAME), {"format": "pt"})
-            if self.is_lora:
-                self.llm.save_pretrained(str(tmp / LORA_DIR))
-            if save_llm and self.llm is not None:
-                # Merge a copy, so that this model keeps its adapters (costs one LLM's memory).
-                llm = copy.deepcopy(self.llm).merge_and_unload() if self.is_lora else self.llm
-                llm.save_pretrained(str(tmp / LLM_DIR))
-                self.tokenizer.save_pretrained(str(tmp / LLM_DIR))
-                config.llm_path = LLM_DIR
-                config.lora = None
-            config.save(tmp / CONFIG_NAME)
-        log.info("saved HWSI model to %s", directory)
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        directory: str | Path,
-        llm_path: str | None = None,
-        text_encoder_path: str | None = None,
-        load_llm: bool = True,
-        load_text_encoder: bool = True,
-    ) -> HWSIModel:
-        """Load a folder written by :meth:`save_pretrained`.
-
-        ``llm_path`` / ``text_encoder_path`` override the configured folders (relative paths in
-        the config are resolved against ``directory``).
-        """
-        d = Path(directory)
-        config = HWSIConfig.load(d / CONFIG_NAME)
-        config.llm_path = (llm_path or _resolve(config.llm_path, d)) if load_llm else None
-        if load_text_encoder:
-            config.text_encoder_path = text_encoder_path or _resolve(config.text_encoder_path, d)
-        else:
-            config.text_encoder_path = None
-        model = cls.from_config(config, apply_lora=False)
-        if model.llm is not None and config.lora is not None:
-            from peft import PeftModel
-
-            model.llm = PeftModel.from_pretrained(model.llm, str(d / LORA_DIR), is_trainable=True)
-        missing, unexpected = model.load_state_dict(load_file(str(d / WEIGHTS_NAME)), strict=False)
-        missing = [k for k in missing if not k.startswith(("llm.", "text_encoder."))]
-        if missing or unexpected:
-            raise ValueError(
-                f"weights do not match the config: missing {missing}, extra {unexpected}"
-            )
-        return model
-
-
-def _resolve(path: str | None, base: Path) -> str | None:
-    """A relative path that exists inside the model folder (``llm/``) is taken from there."""
-    if path is None:
-        return None
-    p = Path(path)
-    return str(base / p) if not p.is_absolute() and (base / p).exists() else path
 
 
 def load_llm(path: str | Path, dtype: str = "float32"):

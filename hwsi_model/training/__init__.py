@@ -5,7 +5,7 @@ Reads the manifest, the caches and the report/instruction files through
 
 - :mod:`~hwsi_model.training.sampler`: the seeded, resumable, rank-sharded sampler.
 - :mod:`~hwsi_model.training.config`: per-stage settings -> DeepSpeed config.
-- :mod:`~hwsi_model.training.modeling`: the model each stage starts from, the final folder.
+- :mod:`~hwsi_model.training.stage_model`: the model each stage starts from, what it trains.
 - :mod:`~hwsi_model.training.engine`: the training loop (checkpoints, resume, validation).
 - :mod:`~hwsi_model.training.entry`: the command line (``python -m hwsi_model.training.entry``).
 

@@ -102,19 +102,6 @@ def pretraining_texts(
     return texts
 
 
-def _pretraining_ids(tokenizer, question: str | None, answer: str, max_tokens: int) -> list[int]:
-    """Token ids as :meth:`HWSIModel.tokenize` builds them: the chat prompt and the answer
-    tokenised apart, then EOS (a plain text when ``question`` is None)."""
-    ids: list[int] = []
-    if question is not None:
-        prompt = tokenizer.apply_chat_template(
-            [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
-        )
-        ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    ids += tokenizer(answer, add_special_tokens=False)["input_ids"]
-    return [*ids[: max_tokens - 1], tokenizer.eos_token_id]
-
-
 def pretrain_on_text(
     model,
     tokenizer,
@@ -130,8 +117,12 @@ def pretrain_on_text(
     AdamW with linear warm-up and cosine decay; batches drawn with a seeded generator."""
     import math
 
+    from hwsi_model.model.processor import HWSIProcessor
+
     g = torch.Generator().manual_seed(seed)
-    ids = [_pretraining_ids(tokenizer, q, a, max_tokens) for q, a in texts]
+    # The prompt layout of stages 2-3, without the slide (no placeholder, no system turn).
+    processor = HWSIProcessor(tokenizer)
+    ids = [processor.encode(q, a, with_image=False, max_tokens=max_tokens)[0] for q, a in texts]
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     warm = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(

@@ -35,12 +35,13 @@ from torch.utils.data import DataLoader
 
 from hwsi_model.atomic import write_text_atomic
 from hwsi_model.data.pairs import PairDataset, TrainBatch, collate_examples
+from hwsi_model.model.checkpoint import save_model_folder
 from hwsi_model.model.hierarchy import UnitEmbeddings
 from hwsi_model.model.mllm import HWSIModel, HWSIOutput
 from hwsi_model.training.config import StageConfig, lr_lambda
 from hwsi_model.training.logs import LossLog, plot_losses
-from hwsi_model.training.modeling import configure_trainable, save_model_folder
 from hwsi_model.training.sampler import ResumableSampler
+from hwsi_model.training.stage_model import configure_trainable
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +149,7 @@ class StageModule(nn.Module):
         if self.stage == 1:
             return self.model.alignment_losses(slides, text=self._stage1_text(batch))
         enc = {
-            k: v.to(device) for k, v in self.model.tokenize(batch.questions, batch.answers).items()
+            k: v.to(device) for k, v in self.model.processor(batch.questions, batch.answers).items()
         }
         views = batch.views if self.aux else None
         return self.model(slides, **enc, views=views)

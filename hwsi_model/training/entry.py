@@ -40,7 +40,7 @@ from hwsi_model.data.text_records import (
 from hwsi_model.model.config import HWSIConfig
 from hwsi_model.training.config import StageConfig
 from hwsi_model.training.engine import TrainResult, train_stage
-from hwsi_model.training.modeling import load_stage_model, new_stage1_model
+from hwsi_model.training.stage_model import load_stage_model, new_stage1_model
 
 log = logging.getLogger(__name__)
 

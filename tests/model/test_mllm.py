@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import torch
 from model_helpers import make_slide, tiny_config
 
 from hwsi_model.model.batch import collate_slides
+from hwsi_model.model.checkpoint import load_model_folder, save_model_folder
 from hwsi_model.model.config import LoraSettings, ResamplerConfig
 from hwsi_model.model.mllm import HWSIModel, plan_visual_tokens
 from hwsi_model.model.stages import configure_stage
@@ -37,24 +39,24 @@ def slides():
 def test_tokenize_labels_only_the_answer(tiny_llm_dir: Path) -> None:
     model = build(tiny_llm_dir)
     tok = model.tokenizer
-    enc = model.tokenize(QUESTIONS, ANSWERS)
+    enc = model.processor(QUESTIONS, ANSWERS)
     for b in range(2):
         ids, labels = enc["input_ids"][b], enc["labels"][b]
         keep = enc["attention_mask"][b].bool()
         supervised = labels[labels != -100]
         assert supervised[-1] == tok.eos_token_id
         assert tok.decode(supervised[:-1]) == ANSWERS[b]
-        assert int((ids[keep] == model.placeholder_id).sum()) == 1
+        assert int((ids[keep] == model.processor.placeholder_id).sum()) == 1
         # Labels sit exactly on the last tokens of the sequence (the answer).
         n = len(supervised)
         assert torch.equal(ids[keep][-n:], supervised)
-    assert "labels" not in model.tokenize(QUESTIONS)
+    assert "labels" not in model.processor(QUESTIONS)
 
 
 def test_lm_loss_is_the_cross_entropy_of_answer_tokens_only(tiny_llm_dir: Path) -> None:
     model = build(tiny_llm_dir)
     batch = slides()
-    enc = model.tokenize(QUESTIONS, ANSWERS)
+    enc = model.processor(QUESTIONS, ANSWERS)
     out = model(batch, **enc)
     n_visual = [len(v) for v in model.visual_tokens(model.visual(batch))]
     n_text = enc["attention_mask"].sum(1)
@@ -74,7 +76,7 @@ def test_lm_loss_is_the_cross_entropy_of_answer_tokens_only(tiny_llm_dir: Path) 
 
 def test_visual_tokens_reach_the_llm(tiny_llm_dir: Path) -> None:
     model = build(tiny_llm_dir)
-    enc = model.tokenize(QUESTIONS[:1], ANSWERS[:1])
+    enc = model.processor(QUESTIONS[:1], ANSWERS[:1])
     a = model(collate_slides([make_slide(0)]), **enc).logits[0, -1]
     b = model(collate_slides([make_slide(5)]), **enc).logits[0, -1]
     assert not torch.allclose(a, b, atol=1e-4)
@@ -123,7 +125,7 @@ def test_resampler_gives_a_fixed_number_of_tokens(tiny_llm_dir: Path) -> None:
     model = build(tiny_llm_dir, resampler=ResamplerConfig(num_queries=3, num_heads=2))
     tokens = model.visual_tokens(model.visual(slides()))
     assert [len(t) for t in tokens] == [1 + 3 * 3, 1 + 3 * 3]
-    enc = model.tokenize(QUESTIONS, ANSWERS)
+    enc = model.processor(QUESTIONS, ANSWERS)
     assert torch.isfinite(model(slides(), **enc).loss)
 
 
@@ -133,23 +135,21 @@ def test_save_load_round_trip(tiny_llm_dir: Path, tiny_text_encoder_dir: Path, t
     )
     batch = slides()
     views = [split_report(r) for r in REPORTS]
-    enc = model.tokenize(QUESTIONS, ANSWERS)
+    enc = model.processor(QUESTIONS, ANSWERS)
     ref = model(batch, **enc, views=views)
     ref_align = model.alignment_losses(batch, views)
-    model.save_pretrained(tmp_path / "model")
+    save_model_folder(model, tmp_path / "model")
     assert sorted(p.name for p in (tmp_path / "model").iterdir()) == [
         "config.json",
         "model.safetensors",
     ]
-    loaded = HWSIModel.from_pretrained(tmp_path / "model").eval()
+    loaded = load_model_folder(tmp_path / "model").eval()
     out = loaded(batch, **enc, views=views)
     torch.testing.assert_close(out.logits, ref.logits, atol=0, rtol=0)
     torch.testing.assert_close(out.loss, ref.loss, atol=0, rtol=0)
     torch.testing.assert_close(loaded.alignment_losses(batch, views).loss, ref_align.loss)
     # The visual side alone (no LLM, no text encoder) loads from the same folder.
-    visual_only = HWSIModel.from_pretrained(
-        tmp_path / "model", load_llm=False, load_text_encoder=False
-    )
+    visual_only = load_model_folder(tmp_path / "model", load_llm=False, load_text_encoder=False)
     assert visual_only.llm is None
     torch.testing.assert_close(
         visual_only.eval().visual(batch).wsi_token, model.visual(batch).wsi_token
@@ -169,16 +169,21 @@ def test_lora_trains_adapters_only_and_round_trips(tiny_llm_dir: Path, tmp_path:
             if "lora_B" in n:
                 p.normal_(std=0.1)
     batch = slides()
-    enc = model.tokenize(QUESTIONS, ANSWERS)
+    enc = model.processor(QUESTIONS, ANSWERS)
     ref = model(batch, **enc).logits
-    model.save_pretrained(tmp_path / "m")
+    save_model_folder(model, tmp_path / "m")
     assert (tmp_path / "m" / "lora_adapter").is_dir()
-    loaded = HWSIModel.from_pretrained(tmp_path / "m").eval()
+    loaded = load_model_folder(tmp_path / "m").eval()
     torch.testing.assert_close(loaded(batch, **enc).logits, ref)
     # Merged into a full LLM folder: the same outputs without peft at load time.
-    model.save_pretrained(tmp_path / "merged", save_llm=True)
-    merged = HWSIModel.from_pretrained(tmp_path / "merged").eval()
+    save_model_folder(model, tmp_path / "merged", save_llm=True)
+    merged = load_model_folder(tmp_path / "merged").eval()
     assert not merged.is_lora
+    assert not (tmp_path / "merged" / "lora_adapter").exists()  # merged, not applied twice
     torch.testing.assert_close(merged(batch, **enc).logits, ref, atol=1e-4, rtol=1e-4)
     assert model.is_lora  # saving merged a copy, not the model itself
     torch.testing.assert_close(model(batch, **enc).logits, ref)
+    # A folder whose config names an adapter it does not hold is refused, not loaded bare.
+    shutil.rmtree(tmp_path / "m" / "lora_adapter")
+    with pytest.raises(ValueError, match="LoRA adapter"):
+        load_model_folder(tmp_path / "m")

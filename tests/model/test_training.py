@@ -82,7 +82,7 @@ def test_stage2_gradients_reach_projectors_with_frozen_llm(model: HWSIModel) -> 
     assert not any(n.startswith(("llm.", "visual.ccaf", "visual.align")) for n in trainable)
     assert any(n.startswith("resamplers.") for n in trainable)
     batch, views = batch_and_views()
-    out = model(batch, **model.tokenize(QUESTIONS, ANSWERS), views=views)
+    out = model(batch, **model.processor(QUESTIONS, ANSWERS), views=views)
     assert out.lm_loss is not None and out.hc_loss is not None and out.cs_loss is not None
     out.loss.backward()
     gradient_check(model, trainable)
@@ -94,7 +94,7 @@ def test_stage2_gradients_reach_projectors_with_frozen_llm(model: HWSIModel) -> 
 def test_stage2_auxiliary_losses_alone_have_a_trainable_path(model: HWSIModel) -> None:
     trainable = configure_stage(model, 2)
     batch, views = batch_and_views()
-    out = model(batch, **model.tokenize(QUESTIONS), views=views)  # no labels: L_HC + L_CS only
+    out = model(batch, **model.processor(QUESTIONS), views=views)  # no labels: L_HC + L_CS only
     assert out.lm_loss is None
     out.loss.backward()
     for scale in SCALES:
@@ -109,7 +109,7 @@ def test_stage3_full_gradients_reach_the_llm(model: HWSIModel) -> None:
     trainable = configure_stage(model, 3)
     assert any(n.startswith("llm.") for n in trainable)
     batch, views = batch_and_views()
-    out = model(batch, **model.tokenize(QUESTIONS, ANSWERS), views=views)
+    out = model(batch, **model.processor(QUESTIONS, ANSWERS), views=views)
     out.loss.backward()
     gradient_check(model, trainable)
 
@@ -124,7 +124,7 @@ def test_stage3_lora_gradients(tiny_llm_dir: Path) -> None:
     ).train()
     trainable = configure_stage(model, 3)
     batch, views = batch_and_views()
-    model(batch, **model.tokenize(QUESTIONS, ANSWERS), views=views).loss.backward()
+    model(batch, **model.processor(QUESTIONS, ANSWERS), views=views).loss.backward()
     gradient_check(model, trainable, lora=True)
 
 
@@ -186,7 +186,7 @@ def test_stage2_lm_loss_falls_with_a_frozen_llm(tiny_llm_dir: Path) -> None:
     params = [p for n, p in model.named_parameters() if n in set(trainable)]
     opt = torch.optim.Adam(params, lr=1e-2)
     batch, _ = batch_and_views()
-    enc = model.tokenize(QUESTIONS, ANSWERS)
+    enc = model.processor(QUESTIONS, ANSWERS)
     losses = []
     for _ in range(20):
         out = model(batch, **enc)

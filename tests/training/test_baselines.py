@@ -14,11 +14,12 @@ import torch
 from train_helpers import D_C, D_P, tiny_model_config
 
 from hwsi_model.model.batch import collate_slides
+from hwsi_model.model.checkpoint import load_model_folder, save_model_folder
 from hwsi_model.model.mllm import HWSIModel
 from hwsi_model.training.config import StageConfig
 from hwsi_model.training.engine import MODEL_DIR, train_stage
 from hwsi_model.training.entry import build_datasets
-from hwsi_model.training.modeling import load_stage_model, new_stage1_model, save_model_folder
+from hwsi_model.training.stage_model import load_stage_model, new_stage1_model
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,7 @@ def test_flat_baseline(stage1_folder, cohort, tmp_path) -> None:
     tokens, hierarchy = model.llm_visual_inputs(batch)
     assert hierarchy is None and [t.shape[0] for t in tokens] == [1, 1]
     assert not torch.allclose(tokens[0], tokens[1])
-    saved = HWSIModel.from_pretrained(tmp_path / MODEL_DIR)
+    saved = load_model_folder(tmp_path / MODEL_DIR)
     assert saved.config.visual_input == "flat"
     for name, p in saved.flat_projector.named_parameters():
         torch.testing.assert_close(p, dict(model.flat_projector.named_parameters())[name])
@@ -71,7 +72,7 @@ def test_text_only_baseline(stage1_folder, cohort, tmp_path) -> None:
     batch = collate_slides(slides)
     tokens, _ = model.llm_visual_inputs(batch)
     assert [t.shape[0] for t in tokens] == [0, 0, 0]
-    saved = HWSIModel.from_pretrained(tmp_path / MODEL_DIR)
+    saved = load_model_folder(tmp_path / MODEL_DIR)
     answers = saved.generate(batch, ["What is the most likely diagnosis?"] * 3, max_new_tokens=4)
     assert len(set(answers)) == 1  # nothing in the input tells the slides apart
 

@@ -12,9 +12,9 @@ from train_helpers import D_C, D_P, tiny_model_config
 
 from hwsi_model.cli import main as hwsi
 from hwsi_model.evaluation.runner import EvalConfig, alignment_metrics, evaluate_models
-from hwsi_model.model.mllm import HWSIModel
+from hwsi_model.model.checkpoint import load_model_folder, save_model_folder
 from hwsi_model.training.config import StageConfig
-from hwsi_model.training.modeling import load_stage_model, new_stage1_model, save_model_folder
+from hwsi_model.training.stage_model import load_stage_model, new_stage1_model
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +100,7 @@ def test_evaluation_refuses_a_test_set_without_slides(folders, cohort, tmp_path)
 
 
 def test_alignment_metrics(folders, cohort) -> None:
-    model = HWSIModel.from_pretrained(folders["stage1"], load_llm=False)
+    model = load_model_folder(folders["stage1"], load_llm=False)
     prompts = {"benign": ["benign glands"], "low_grade": "low-grade carcinoma"}
     result = alignment_metrics(model, cohort["manifest"], "val", cohort["reports"], prompts)
     s2r = result["retrieval"]["slide_to_report"]

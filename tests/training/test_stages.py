@@ -18,11 +18,12 @@ from train_helpers import D_C, D_P, tiny_model_config
 
 from hwsi_model.evaluation.families import MULTIPLE_CHOICE
 from hwsi_model.evaluation.runner import alignment_metrics, evaluate_models
+from hwsi_model.model.checkpoint import load_model_folder
 from hwsi_model.model.mllm import HWSIModel
 from hwsi_model.training.config import StageConfig
 from hwsi_model.training.engine import CHECKPOINT_DIR, MODEL_DIR, TrainResult, train_stage
 from hwsi_model.training.entry import build_datasets
-from hwsi_model.training.modeling import configure_trainable, load_stage_model, new_stage1_model
+from hwsi_model.training.stage_model import configure_trainable, load_stage_model, new_stage1_model
 
 STOP = 3  # mid-epoch: 6 training slides, micro-batch 3 -> 2 steps per epoch
 
@@ -159,7 +160,7 @@ def test_stage1_text_encoder_top_layers(stage1, cohort, tmp_path) -> None:
     assert te and all(".layer.1." in n for n in te)  # the top one of two layers
     train_stage(model, cfg, train, tmp_path, progress=False)
     check_parameters(model, start, trainable)
-    saved = HWSIModel.from_pretrained(tmp_path / MODEL_DIR, load_llm=False)
+    saved = load_model_folder(tmp_path / MODEL_DIR, load_llm=False)
     name = te[0].removeprefix("text_encoder.")
     trained = dict(model.text_encoder.named_parameters())[name]
     torch.testing.assert_close(dict(saved.text_encoder.named_parameters())[name], trained)
@@ -215,7 +216,7 @@ def test_stage3_lora(stage2, cohort, tiny_llm, tmp_path_factory) -> None:
     assert closed["n"] == 3 and closed["chance"] == pytest.approx(1 / 3)
     assert 0.0 <= closed["metrics"]["accuracy"] <= 1.0
     assert len((out / "eval" / "predictions" / "lora.jsonl").read_text().splitlines()) == 3
-    reloaded = HWSIModel.from_pretrained(out / MODEL_DIR)
+    reloaded = load_model_folder(out / MODEL_DIR)
     ours = dict(model.named_parameters())
     for name, p in reloaded.named_parameters():
         if "lora_B" in name or name.startswith("visual.llm_projectors."):
@@ -233,7 +234,7 @@ def test_stage3_full_finetune_merged_folder(stage2, cohort, tmp_path) -> None:
     train_stage(model, cfg, train, tmp_path, progress=False)
     check_parameters(model, start, trainable)
     assert (tmp_path / MODEL_DIR / "llm" / "config.json").exists()  # the tuned LLM is saved
-    reloaded = HWSIModel.from_pretrained(tmp_path / MODEL_DIR)
+    reloaded = load_model_folder(tmp_path / MODEL_DIR)
     name = next(n for n in trainable if n.startswith("llm.") and "layers.0" in n)
     torch.testing.assert_close(
         dict(reloaded.named_parameters())[name], dict(model.named_parameters())[name]

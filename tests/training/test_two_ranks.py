@@ -18,7 +18,7 @@ from train_helpers import D_C, D_P, tiny_model_config
 from hwsi_model.training.config import StageConfig
 from hwsi_model.training.engine import train_stage
 from hwsi_model.training.entry import build_datasets
-from hwsi_model.training.modeling import new_stage1_model
+from hwsi_model.training.stage_model import new_stage1_model
 
 
 def _free_port() -> int:
