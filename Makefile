@@ -23,7 +23,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml requirements/constraints.txt
 install: $(VENV)/.installed
 
 demo/cohort/samples.csv: | $(VENV)/.installed
-	$(BIN)/hwsi demo-cohort demo/cohort
+	$(BIN)/hwsi-demo cohort demo/cohort
 
 demo: $(VENV)/.installed demo/cohort/samples.csv
 	PATH="$(BIN):$$PATH" $(BIN)/snakemake --cores $(CORES) --configfile config.yaml

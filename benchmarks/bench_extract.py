@@ -100,9 +100,9 @@ def main() -> None:
     from hwsi_model.data.stores.tiles import TileGrid
     from hwsi_model.data.stores.zarr_io import RowWriter
     from hwsi_model.demo import generate_demo_cohort
+    from hwsi_model.demo.tiny_encoder import build_tiny_encoder
     from hwsi_model.embed.extract import ExtractParams, embed_slide
     from hwsi_model.encoders import load_encoder
-    from hwsi_model.encoders.tiny import build_tiny_encoder
     from hwsi_model.tiling.steps import tiling_step, tissue_step
     from hwsi_model.tiling.tissue import TissueParams
 

@@ -120,12 +120,12 @@ def make_cohort(root: Path, n: int, seed: int = 0) -> dict[str, Path]:
 
 
 def main() -> None:
+    from hwsi_model.demo.llm import build_demo_llm, corpus_texts
     from hwsi_model.evaluation.runner import alignment_metrics, evaluate_models
     from hwsi_model.logs import setup_logging
     from hwsi_model.model.checkpoint import load_model_folder
     from hwsi_model.model.config import HWSIConfig
     from hwsi_model.training.config import StageConfig
-    from hwsi_model.training.demo_models import build_demo_llm, corpus_texts
     from hwsi_model.training.entry import run_stage
     from hwsi_model.training.launch import text_encoder_folder
 

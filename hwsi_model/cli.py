@@ -2,7 +2,6 @@
 
 Sub-commands:
     hwsi info SLIDE                 vendor, levels, dimensions, mpp and where it came from
-    hwsi demo-cohort OUTDIR         write the synthetic demo cohort (slides, sheet, reports, VQA)
     hwsi tile SLIDE --out DIR       tissue detection + patch/region grid for one slide
     hwsi segment INPUT --out DIR    StarDist nuclei of an image or slide region (GeoJSON, CSV)
     hwsi check [OUTDIR]             validate every store of a cohort (tiles, cells, caches, ...)
@@ -50,21 +49,21 @@ def _cmd_info(args: argparse.Namespace) -> None:
         print(f"  {lv['level']:>2}  {w:>7} x {h:<7}  downsample {lv['downsample']:g}")
 
 
-def _cmd_demo_cohort(args: argparse.Namespace) -> None:
-    from hwsi_model.demo import generate_demo_cohort
+def _workflow_config(configfile: str | None = "config.yaml") -> dict:
+    """The workflow config the defaults of a command come from: ``configfile`` when it exists,
+    else the schema's defaults (so the CLI and the workflow never disagree)."""
+    from hwsi_model.config import load_config, validate_config
 
-    sheet = generate_demo_cohort(
-        Path(args.outdir), n_slides=args.n_slides, seed=args.seed, scale=args.scale
-    )
-    log.info("demo cohort written; sample sheet: %s", sheet)
+    if configfile and Path(configfile).is_file():
+        return load_config(configfile)
+    return validate_config({"samples": "-"})
 
 
 def _cmd_tile(args: argparse.Namespace) -> None:
-    from hwsi_model.config import validate_config
     from hwsi_model.tiling.steps import tiling_step, tissue_step
     from hwsi_model.tiling.tissue import TissueParams
 
-    cfg = validate_config({"samples": "-", "outdir": str(args.out)})
+    cfg = _workflow_config(args.configfile)
     params = TissueParams.from_config(cfg["tissue"])
     slide_id = Path(args.slide).stem
     out = Path(args.out)
@@ -76,9 +75,9 @@ def _cmd_tile(args: argparse.Namespace) -> None:
         out / "tissue" / slide_id,
         out / "tiles" / f"{slide_id}.zarr",
         out / "qc" / "tiling" / f"{slide_id}.png",
-        mpp=args.mpp,
-        patch_size=args.patch_size,
-        region_size=args.region_size,
+        mpp=args.mpp or cfg["mpp"],
+        patch_size=args.patch_size or cfg["patch_size"],
+        region_size=args.region_size or cfg["region_size"],
         min_tissue_fraction=cfg["tissue"]["min_tissue_fraction"],
         mpp_tolerance=cfg["mpp_tolerance"],
     )
@@ -110,9 +109,10 @@ def _cmd_segment(args: argparse.Namespace) -> None:
 def _cmd_check(args: argparse.Namespace) -> None:
     from hwsi_model.data.check import KINDS, check_cohort
 
-    results = check_cohort(args.outdir)
+    outdir = args.outdir or _workflow_config()["outdir"]
+    results = check_cohort(outdir)
     if not results:
-        raise HwsiError(f"no stores under {args.outdir} ({', '.join(KINDS)})")
+        raise HwsiError(f"no stores under {outdir} ({', '.join(KINDS)})")
     bad, total = [], 0
     for kind, stores in results.items():
         for slide, problems in stores.items():
@@ -147,7 +147,12 @@ def _cmd_ask(args: argparse.Namespace) -> None:
     if not (cache.is_dir() and cache.suffix == ".zarr"):
         slide_file = cache
         cache = prepare_cache(
-            args.slide, args.results, args.configfile, args.slide_id, args.mpp, args.cores
+            args.slide,
+            args.results or _workflow_config(args.configfile)["outdir"],
+            args.configfile,
+            args.slide_id,
+            args.mpp,
+            args.cores,
         )
     model = load_model_folder(args.model)
     answer = ask(
@@ -192,7 +197,7 @@ def _ask_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="trained model folder (stage 3)")
     p.add_argument("--slide", required=True, help="the slide's cache (.zarr) or a slide file")
     p.add_argument("--evidence", help="folder for the evidence pictures (PNG)")
-    p.add_argument("--results", default="results", help="the workflow's outdir (slide files)")
+    p.add_argument("--results", help="the workflow's outdir (default: --configfile's outdir)")
     p.add_argument("--configfile", default="config.yaml", help="workflow config (slide files)")
     p.add_argument("--slide-id", help="id of a new slide's cache (default: the file name)")
     p.add_argument("--slide-file", help="the slide file, if not where the cache recorded it")
@@ -215,20 +220,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_info)
 
-    p = sub.add_parser("demo-cohort", help="write the synthetic demo cohort")
-    p.add_argument("outdir")
-    p.add_argument("--n-slides", type=int, default=24)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--scale", type=float, default=1.0, help="linear size factor (4 = large slides)")
-    p.set_defaults(func=_cmd_demo_cohort)
-
     p = sub.add_parser("tile", help="tissue detection and patch grid for one slide")
     p.add_argument("slide")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--mpp", type=float, default=0.5, help="target um/px (default 0.5)")
+    p.add_argument("--configfile", default="config.yaml", help="defaults and tissue settings")
+    p.add_argument("--mpp", type=float, help="target um/px (default: the config's mpp)")
     p.add_argument("--slide-mpp", type=float, help="level-0 um/px overriding the file")
-    p.add_argument("--patch-size", type=int, default=256)
-    p.add_argument("--region-size", type=int, default=16, help="region side in patches")
+    p.add_argument("--patch-size", type=int, help="px at --mpp (default: the config's)")
+    p.add_argument("--region-size", type=int, help="region side in patches (default: config's)")
     p.set_defaults(func=_cmd_tile)
 
     p = sub.add_parser("segment", help="StarDist nuclei of an image or a slide region")
@@ -244,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_segment)
 
     p = sub.add_parser("check", help="validate every store of a cohort; list the bad ones")
-    p.add_argument("outdir", nargs="?", default="results", help="the workflow's outdir")
+    p.add_argument("outdir", nargs="?", help="the workflow's outdir (default: config.yaml's)")
     p.set_defaults(func=_cmd_check)
 
     p = sub.add_parser("check-config", help="validate a workflow config and its sample sheet")

@@ -165,8 +165,6 @@ def baseline_init(wildcards):
 EVAL = config["evaluation"]
 #: Baselines by their name in the report (training.baselines -> model folders).
 BASELINE_NAMES = {"flat": "flat", "none": "text_only"}
-# The demo cohort's folder (next to its sample sheet): its generator knows where the lesions are.
-EVAL_DEMO_COHORT = os.path.dirname(config["samples"]) if EVAL["demo_lesions"] else None
 
 
 def evaluation_inputs(wildcards):
@@ -181,6 +179,8 @@ def evaluation_inputs(wildcards):
     }
     for b in TRAIN["baselines"]:
         inputs[f"baseline_{b}"] = OUT.stage_path(3, "model", b)
+    if EVAL["annotations"]:
+        inputs["annotations"] = EVAL["annotations"]
     return inputs
 
 

@@ -23,7 +23,6 @@ rule evaluate:
         num_beams=EVAL["num_beams"],
         batch_size=EVAL["batch_size"],
         evidence_slides=EVAL["evidence_slides"],
-        demo_cohort=EVAL_DEMO_COHORT,
         class_prompts=EVAL["class_prompts"],
         bertscore_model=EVAL["bertscore_model"],
     script:

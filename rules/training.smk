@@ -21,10 +21,8 @@ rule build_demo_llm:
         "../envs/hwsi.yaml"
     params:
         seed=config["demo"]["seed"],
-    shell:
-        "python -m hwsi_model.training.demo_models --out {output} "
-        "--corpus {input.reports} {input.instructions} --pretrain {input.instructions} "
-        "--reports {input.reports} --manifest {input.manifest} --seed {params.seed} --log {log}"
+    script:
+        "../workflow_scripts/build_demo_llm.py"
 
 
 rule train_stage1:

@@ -212,3 +212,36 @@ def test_bad_arguments(tmp_path: Path, n_slides: int, scale: float) -> None:
     with pytest.raises(ValueError):
         generate_demo_cohort(tmp_path / "x", n_slides=n_slides, scale=scale, progress=False)
     assert not (tmp_path / "x").exists()
+
+
+def test_lesion_annotations_match_the_rendered_lesion(cohort: Path) -> None:
+    """The annotation masks say where the generator painted the lesion, patch by patch."""
+    from hwsi_model.data.annotations import read_annotations
+    from hwsi_model.demo.cohort import _STREAM_RENDER, _rng, plan_slides
+    from hwsi_model.demo.synthetic_tissue import LESION_CODES, render_slide
+
+    annotations = read_annotations(cohort / "annotations" / "index.csv")
+    assert sorted(annotations) == [f"demo_{i:03d}" for i in range(N_SLIDES)]
+    specs = plan_slides(N_SLIDES, SEED, SCALE)
+    i = next(n for n, s in enumerate(specs) if s.label == "high_grade")  # a large lesion
+    spec = specs[i]
+    ann = annotations[spec.slide_id]
+    assert ann.label == "lesion" and ann.um_per_px == pytest.approx(2.0)
+    gt = np.isin(render_slide(spec, _rng(SEED, _STREAM_RENDER, i)).code, LESION_CODES)
+    ps = 32
+    ys, xs = np.mgrid[0 : gt.shape[0] - ps + 1 : ps, 0 : gt.shape[1] - ps + 1 : ps]
+    coords = np.stack([xs.ravel(), ys.ravel()], 1)
+    frac = ann.fraction_inside(coords, ps, spec.mpp)
+    truth = np.array([gt[y : y + ps, x : x + ps].mean() for x, y in coords])
+    assert truth.mean() > 0.1
+    assert np.abs(frac - truth).mean() < 0.02
+    assert ((frac >= 0.5) == (truth >= 0.5)).mean() > 0.98
+
+
+def test_hwsi_demo_command_writes_a_cohort(tmp_path: Path) -> None:
+    from hwsi_model.demo.__main__ import main
+
+    assert main(["cohort", str(tmp_path / "c"), "--n-slides", "3", "--scale", "0.3"]) == 0
+    assert (tmp_path / "c" / "samples.csv").is_file()
+    assert (tmp_path / "c" / "annotations" / "index.csv").is_file()
+    assert main(["cohort", str(tmp_path / "d"), "--n-slides", "1"]) == 1  # too few: an error

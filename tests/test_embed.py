@@ -145,9 +145,9 @@ def test_unfinished_cache_is_refused(tmp_path):
 
 def test_embeddings_identical_across_runs_and_worker_counts(cmu_slide, tmp_path):
     from hwsi_model.data.stores.patch_embeddings import read_embeddings
+    from hwsi_model.demo.tiny_encoder import build_tiny_encoder
     from hwsi_model.embed.extract import ExtractParams
     from hwsi_model.embed.steps import embed_patches_step
-    from hwsi_model.encoders.tiny import build_tiny_encoder
 
     tissue_step(cmu_slide, "cmu", tmp_path / "t", TissueParams())
     tiling_step("cmu", tmp_path / "t", tmp_path / "cmu.zarr", tmp_path / "qc.png", region_size=4)

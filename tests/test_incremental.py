@@ -79,7 +79,7 @@ def test_new_cohort_runs_only_its_slides_and_changed_parameters_only_their_steps
 
     everyone = ids_a + ids_b
     # Another encoder: the embeddings and what reads them, not tissue, tiles or the summary.
-    from hwsi_model.encoders.tiny import build_tiny_encoder
+    from hwsi_model.demo.tiny_encoder import build_tiny_encoder
 
     other = build_tiny_encoder(tmp_path / "other_vit", seed=1)
     write_cohort(work, rows_a + rows_b, extra_yaml=config(checkpoint=str(other)))

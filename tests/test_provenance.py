@@ -29,7 +29,7 @@ MIB = 1 << 20
 
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory) -> dict[str, Path]:
-    from hwsi_model.encoders.tiny import build_tiny_encoder
+    from hwsi_model.demo.tiny_encoder import build_tiny_encoder
 
     root = tmp_path_factory.mktemp("prov")
     build_tiny_encoder(root / "enc", seed=0)

@@ -27,7 +27,7 @@ from hwsi_model.tiling.steps import tiling_step
 
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory) -> dict[str, Path]:
-    from hwsi_model.encoders.tiny import build_tiny_encoder
+    from hwsi_model.demo.tiny_encoder import build_tiny_encoder
 
     root = tmp_path_factory.mktemp("robust")
     build_tiny_encoder(root / "enc", seed=0)

@@ -11,7 +11,7 @@ import torch
 
 def build_tiny_llm(path: Path, words: Sequence[str], hidden: int, layers: int) -> Path:
     """A Qwen2-shaped causal LM with a byte-level BPE tokenizer and a chat template."""
-    from hwsi_model.training.demo_models import build_demo_llm
+    from hwsi_model.demo.llm import build_demo_llm
 
     return build_demo_llm(
         path,

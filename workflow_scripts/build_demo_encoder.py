@@ -6,7 +6,7 @@ from hwsi_model.logs import run_reporting_errors
 
 
 def main(smk) -> int:
-    from hwsi_model.encoders.tiny import build_tiny_encoder
+    from hwsi_model.demo.tiny_encoder import build_tiny_encoder
 
     return run_reporting_errors(
         lambda: build_tiny_encoder(smk.output[0], seed=smk.params.seed), log_file=smk.log[0]

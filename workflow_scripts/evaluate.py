@@ -29,7 +29,7 @@ def main(smk) -> int:
             class_prompts=dict(p.class_prompts) or None,
             cfg=cfg,
             evidence_slides=p.evidence_slides,
-            demo_cohort=p.demo_cohort,
+            annotations=smk.input.get("annotations"),
             curves={f"stage {n + 1}": c for n, c in enumerate(smk.input.curves)},
         )
         for line in summary_lines(doc):

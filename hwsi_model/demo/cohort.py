@@ -7,6 +7,8 @@ Layout under ``outdir``::
     reports.jsonl           one report record per slide (see reports.build_report)
     vqa/{split}.json        WSI-Bench / LLaVA style question-answer items
     nuclei_gt/              uint16 instance masks of 256x256 level-0 tiles + index.csv
+    annotations/            where the lesion is: one PNG mask per slide + index.csv
+                            (hwsi_model.data.annotations), for measuring the evidence maps
     cohort.json             generator parameters and per-slide geometry
 
 Each slide uses its own ``numpy.random.Generator`` seeded from (seed, stream, slide index),
@@ -29,10 +31,12 @@ from skimage.segmentation import relabel_sequential
 from tqdm import tqdm
 
 from hwsi_model.atomic import atomic_output
+from hwsi_model.data.annotations import MaskAnnotation, write_annotations, write_mask
 
 from .pyramid_tiff import write_pyramid_tiff
 from .reports import build_report, build_vqa_items
 from .synthetic_tissue import (
+    LESION_CODES,
     NUC_EPITHELIAL,
     SLIDE_CLASSES,
     SlideRender,
@@ -49,6 +53,8 @@ SPLITS = ("train", "val", "test")
 GT_TILE_PX = 256
 GT_TILES_PER_SLIDE = 3
 HIGH_RES_MPP, DEFAULT_MPP = 0.25, 0.5
+#: Resolution of the lesion masks (about; an integer number of level-0 pixels per mask pixel).
+ANNOTATION_UM = 2.0
 # Random streams: (seed, stream, index) keeps draws for different purposes independent.
 _STREAM_RENDER, _STREAM_CLASS, _STREAM_TEXT, _STREAM_SIZE, _STREAM_SPLIT = range(5)
 
@@ -174,6 +180,20 @@ def _write_gt_tiles(render: SlideRender, gt_dir: Path) -> list[list]:
     return rows
 
 
+def write_lesion_annotation(render: SlideRender, ann_dir: Path) -> MaskAnnotation:
+    """Write where the lesion is (lesional compartments of the code map, block majority at
+    about :data:`ANNOTATION_UM` um/px) as ``ann_dir/<slide>_lesion.png``."""
+    spec = render.spec
+    f = max(1, round(ANNOTATION_UM / spec.mpp))
+    lesion = np.isin(render.code, LESION_CODES)
+    h, w = math.ceil(lesion.shape[0] / f), math.ceil(lesion.shape[1] / f)
+    padded = np.zeros((h * f, w * f), dtype=np.float32)
+    padded[: lesion.shape[0], : lesion.shape[1]] = lesion
+    mask = padded.reshape(h, f, w, f).mean((1, 3)) >= 0.5
+    path = write_mask(ann_dir / f"{spec.slide_id}_lesion.png", mask)
+    return MaskAnnotation(spec.slide_id, path, f * spec.mpp, "lesion")
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -198,7 +218,8 @@ def generate_demo_cohort(
     _validate(n_slides, seed, scale)
     outdir = Path(outdir)
     slides_dir, gt_dir, vqa_dir = outdir / "slides", outdir / "nuclei_gt", outdir / "vqa"
-    for d in (slides_dir, gt_dir, vqa_dir):
+    ann_dir = outdir / "annotations"
+    for d in (slides_dir, gt_dir, vqa_dir, ann_dir):
         d.mkdir(parents=True, exist_ok=True)
 
     specs = plan_slides(n_slides, seed, scale)
@@ -207,7 +228,7 @@ def generate_demo_cohort(
         "Generating %d demo slides (seed=%d, scale=%g) in %s", n_slides, seed, scale, outdir
     )
 
-    records, gt_rows, slide_meta = [], [], []
+    records, gt_rows, slide_meta, lesions = [], [], [], []
     vqa: dict[str, list[dict]] = {s: [] for s in SPLITS}
     for i, (spec, split) in enumerate(
         tqdm(
@@ -226,6 +247,7 @@ def generate_demo_cohort(
             description=f"hwsi synthetic demo slide {spec.slide_id}",
         )
         gt_rows += _write_gt_tiles(render, gt_dir)
+        lesions.append(write_lesion_annotation(render, ann_dir))
         del render  # level-0 arrays are large; free before the next slide
         text_rng = _rng(seed, _STREAM_TEXT, i)
         record = build_report(spec.slide_id, spec.label, facts, text_rng)
@@ -261,6 +283,7 @@ def generate_demo_cohort(
         ["slide_id", "x", "y", "width", "height", "mpp", "label_path", "n_nuclei"],
         gt_rows,
     )
+    write_annotations(ann_dir / "index.csv", lesions)
     _write_json(
         outdir / "cohort.json",
         {

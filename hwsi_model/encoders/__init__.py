@@ -13,14 +13,12 @@ from hwsi_model.encoders.base import (
 )
 from hwsi_model.encoders.registry import get_spec, list_encoders, load_encoder
 from hwsi_model.encoders.specs import EncoderSpec
-from hwsi_model.encoders.tiny import build_tiny_encoder
 
 __all__ = [
     "EncoderNotAvailableError",
     "EncoderSpec",
     "PatchEncoder",
     "UnknownEncoderError",
-    "build_tiny_encoder",
     "checkpoint_hash",
     "get_spec",
     "list_encoders",

@@ -54,7 +54,7 @@ def how_to_get(spec: EncoderSpec) -> str:
         )
     if spec.name == "tiny-vit":
         return (
-            "build one with hwsi_model.encoders.tiny.build_tiny_encoder(folder) and set "
+            "build one with hwsi_model.demo.tiny_encoder.build_tiny_encoder(folder) and set "
             f"{CONFIG_KEY} to that folder"
         )
     if spec.family == "hf":

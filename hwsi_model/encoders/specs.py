@@ -114,7 +114,7 @@ NAMED_SPECS: tuple[EncoderSpec, ...] = (
         checkpoint_file=None,
         notes=(
             "Tiny random ViT for tests and the demo: build it with "
-            "hwsi_model.encoders.tiny.build_tiny_encoder(folder) and pass the folder."
+            "hwsi_model.demo.tiny_encoder.build_tiny_encoder(folder) and pass the folder."
         ),
     ),
     EncoderSpec(

@@ -12,13 +12,12 @@ scores of an :class:`hwsi_model.model.evidence.Evidence` (or plain arrays): ``re
   patches with the highest patch score, nucleus outlines coloured by per-cell score; outlines
   come from the cells store when given, else circles at the cached centroids).
 - Coordinates: thumbnail px = level-0 px x ``scale`` (:func:`slide_thumbnail`).
-- :func:`hot_overlap` measures how the hot patches overlap a ground-truth patch mask; for the
-  demo cohort, :func:`demo_patch_lesion_fraction` rebuilds where the generator put the lesion.
+- :func:`hot_overlap` measures how the hot patches overlap a ground-truth patch mask (from a
+  region annotation, :mod:`hwsi_model.data.annotations`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -387,74 +386,3 @@ def hot_overlap(
         "n_patches": len(s),
         "n_top": n_top,
     }
-
-
-def _bilinear(grid: np.ndarray, cell_um: float, y_um: np.ndarray, x_um: np.ndarray) -> np.ndarray:
-    """Sample a coarse grid (cell (i, j) centred at ((i + .5), (j + .5)) * cell_um) at points
-    in um, bilinearly with edge clamping: the generator's own upsampling rule."""
-
-    def axis(p: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        pos = p / cell_um - 0.5
-        lo = np.floor(pos).astype(np.int64)
-        w = pos - lo
-        return np.clip(lo, 0, size - 1), np.clip(lo + 1, 0, size - 1), w
-
-    y0, y1, wy = axis(y_um, grid.shape[0])
-    x0, x1, wx = axis(x_um, grid.shape[1])
-    top = grid[y0, x0] * (1 - wx) + grid[y0, x1] * wx
-    bottom = grid[y1, x0] * (1 - wx) + grid[y1, x1] * wx
-    return top * (1 - wy) + bottom * wy
-
-
-def demo_lesion_fields(cohort_dir: str | Path, slide_id: str) -> tuple[np.ndarray, np.ndarray]:
-    """The demo generator's coarse tissue and lesion fields of one slide, rebuilt from
-    ``cohort.json`` (seed, scale, slide order): ``([gh, gw], [gh, gw]) float32``, cells of
-    ``COARSE_UM`` um; the lesion is where both are > 0 (after bilinear upsampling)."""
-    from hwsi_model.demo.cohort import _STREAM_RENDER, _rng, plan_slides
-    from hwsi_model.demo.synthetic_tissue import CLASS_STYLES, lesion_field, tissue_field
-
-    meta = json.loads((Path(cohort_dir) / "cohort.json").read_text())
-    ids = [s["slide_id"] for s in meta["slides"]]
-    if slide_id not in ids:
-        raise KeyError(f"slide {slide_id!r} is not in {cohort_dir}/cohort.json")
-    i = ids.index(slide_id)
-    spec = plan_slides(int(meta["n_slides"]), int(meta["seed"]), float(meta["scale"]))[i]
-    rng = _rng(int(meta["seed"]), _STREAM_RENDER, i)  # render_slide's first draws
-    tissue, _ = tissue_field(spec, rng)
-    fraction = rng.uniform(*CLASS_STYLES[spec.label].lesion_fraction)
-    return tissue, lesion_field(spec, tissue, fraction, rng)
-
-
-def lesion_fraction_of_patches(
-    tissue: np.ndarray,
-    lesion: np.ndarray,
-    coords: np.ndarray,
-    patch_size0: float,
-    slide_mpp: float,
-    samples: int = 8,
-) -> np.ndarray:
-    """``[N]`` fraction of each patch's footprint inside the lesion (``samples`` x
-    ``samples`` points per patch), from the coarse fields of :func:`demo_lesion_fields`."""
-    from hwsi_model.demo.synthetic_tissue import COARSE_UM
-
-    coords = _np(coords).astype(np.float64)
-    t = (np.arange(samples) + 0.5) / samples * patch_size0
-    gx = (coords[:, 0:1] + t[None, :])[:, None, :]  # [N, 1, s]
-    gy = (coords[:, 1:2] + t[None, :])[:, :, None]  # [N, s, 1]
-    gx, gy = np.broadcast_arrays(gx, gy)
-    x_um, y_um = gx * slide_mpp, gy * slide_mpp  # level-0 px (continuous) -> um
-    inside = (_bilinear(tissue, COARSE_UM, y_um, x_um) > 0) & (
-        _bilinear(lesion, COARSE_UM, y_um, x_um) > 0
-    )
-    return inside.reshape(len(coords), -1).mean(1)
-
-
-def demo_patch_lesion_fraction(
-    cohort_dir: str | Path, slide_id: str, coords: np.ndarray, patch_size0: float
-) -> np.ndarray:
-    """``[N]`` lesion fraction of each patch of a demo slide (see :func:`demo_lesion_fields`);
-    a patch counts as lesional for :func:`hot_overlap` at >= 0.5."""
-    meta = json.loads((Path(cohort_dir) / "cohort.json").read_text())
-    mpp = next(s["mpp"] for s in meta["slides"] if s["slide_id"] == slide_id)
-    tissue, lesion = demo_lesion_fields(cohort_dir, slide_id)
-    return lesion_fraction_of_patches(tissue, lesion, coords, patch_size0, float(mpp))

@@ -47,21 +47,19 @@ def _evidence_pages(
     manifest_rows: dict[str, Any],
     out: Path,
     max_slides: int | None,
-    demo_cohort: Path | None,
+    annotations: Path | None,
     max_px: int,
 ) -> tuple[dict[str, dict], dict[str, dict]]:
     """Per slide the evidence of the model's answer to the slide's report item (or first item),
-    painted and measured against the demo generator's lesion when ``demo_cohort`` is given.
+    painted and measured against the annotated region (``annotations``: an index CSV of
+    :mod:`hwsi_model.data.annotations`) of the slides that have one.
     Returns slide -> {item id -> pictures} and slide -> overlap."""
     import torch
 
+    from hwsi_model.data.annotations import read_annotations
     from hwsi_model.data.stores.cache import read_cache, slide_tensors
     from hwsi_model.evaluation.ask import cells_store_of
-    from hwsi_model.evaluation.heatmaps import (
-        demo_patch_lesion_fraction,
-        hot_overlap,
-        render_evidence,
-    )
+    from hwsi_model.evaluation.heatmaps import hot_overlap, render_evidence
     from hwsi_model.model.checkpoint import load_model_folder
     from hwsi_model.model.evidence import evidence_scores
 
@@ -69,6 +67,7 @@ def _evidence_pages(
     if model.text_encoder is None:
         log.warning("%s has no text encoder: no evidence maps", model_dir)
         return {}, {}
+    regions = read_annotations(annotations) if annotations is not None else {}
     item_pictures: dict[str, dict] = {}
     overlap: dict[str, dict] = {}
     for sid in tqdm(sorted(by_slide)[:max_slides], desc="evidence maps", leave=False):
@@ -88,9 +87,9 @@ def _evidence_pages(
             cells_store=cells_store_of(cache, sid), max_px=max_px,
         )  # fmt: skip
         item_pictures[sid] = {rec["id"]: paths}
-        if demo_cohort is not None:
-            frac = demo_patch_lesion_fraction(
-                demo_cohort, sid, arrays["patch_coords"], float(attrs["patch_size_level0"])
+        if sid in regions:
+            frac = regions[sid].fraction_inside(
+                arrays["patch_coords"], float(attrs["patch_size_level0"]), float(attrs["mpp"])
             )
             lesion = frac >= 0.5
             if lesion.any():
@@ -125,7 +124,7 @@ def run_evaluation(
     class_prompts: Mapping[str, Sequence[str] | str] | None = None,
     cfg: EvalConfig | None = None,
     evidence_slides: int | None = None,
-    demo_cohort: str | Path | None = None,
+    annotations: str | Path | None = None,
     curves: Mapping[str, str | Path] | None = None,
     max_px: int = 768,
 ) -> dict[str, Any]:
@@ -170,12 +169,12 @@ def run_evaluation(
         limit = evidence_slides if evidence_slides and evidence_slides > 0 else None
         item_pictures, overlap = _evidence_pages(
             models[METHOD], by_slide, rows, tmp, limit,
-            Path(demo_cohort) if demo_cohort else None, max_px,
+            Path(annotations) if annotations else None, max_px,
         )  # fmt: skip
         summary = _overlap_summary(overlap)
         if summary:
             extra["evidence_overlap"] = summary
-            tables["Evidence vs the generator's lesion (hierarchical, report answers)"] = {
+            tables["Evidence vs the annotated region (hierarchical, report answers)"] = {
                 sid: {k: o[k] for k in ("top_in_lesion", "lesion_rate", "auroc", "n_patches")}
                 for sid, o in overlap.items()
             }
@@ -250,7 +249,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--bertscore-model", help="local model folder for BERTScore")
     p.add_argument("--evidence-slides", type=int, default=0, help="0: every test slide")
-    p.add_argument("--demo-cohort", help="demo cohort folder: measure evidence vs lesions")
+    p.add_argument(
+        "--annotations", help="annotation index CSV: measure the evidence against the regions"
+    )
     p.add_argument("--curve", action="append", default=[], metavar="NAME=PNG")
     p.add_argument("--out", required=True)
     p.add_argument("--log")
@@ -263,7 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         class_prompts=json.loads(a.class_prompts) if a.class_prompts else None,
         cfg=EvalConfig(batch_size=a.batch_size, num_beams=a.beams,
                        bertscore_model=a.bertscore_model),
-        evidence_slides=a.evidence_slides, demo_cohort=a.demo_cohort,
+        evidence_slides=a.evidence_slides, annotations=a.annotations,
         curves=dict(c.split("=", 1) for c in a.curve),
     )  # fmt: skip
     for line in summary_lines(doc):

@@ -13,6 +13,6 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 @pytest.fixture(scope="session")
 def tiny_vit_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from hwsi_model.encoders.tiny import build_tiny_encoder
+    from hwsi_model.demo.tiny_encoder import build_tiny_encoder
 
     return build_tiny_encoder(tmp_path_factory.mktemp("tiny_vit"), seed=0)

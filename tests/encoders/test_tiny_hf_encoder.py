@@ -9,7 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F  # noqa: N812
 
-from hwsi_model.encoders import PatchEncoder, build_tiny_encoder, checkpoint_hash, load_encoder
+from hwsi_model.demo.tiny_encoder import build_tiny_encoder
+from hwsi_model.encoders import PatchEncoder, checkpoint_hash, load_encoder
 from hwsi_model.encoders.base import IMAGENET_MEAN, IMAGENET_STD
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +11,7 @@ from PIL import Image
 
 from hwsi_model.evaluation.heatmaps import (
     cell_polygons,
-    demo_lesion_fields,
     hot_overlap,
-    lesion_fraction_of_patches,
     patch_score_map,
     render_evidence,
     render_top_patches,
@@ -186,39 +183,6 @@ def test_hot_overlap_by_hand() -> None:
     # AUROC: pairs (lesion, non-lesion) ranked right: 0.9 beats all 8; 0.1 beats the 5 zeros
     assert r["auroc"] == pytest.approx((8 + 5) / 16)
     assert hot_overlap(s, np.zeros(10, bool))["auroc"] is None
-
-
-def test_demo_lesion_geometry_is_the_generators(tmp_path: Path) -> None:
-    """The rebuilt lesion matches the rendered compartment map of a small demo slide."""
-    from hwsi_model.demo.cohort import _STREAM_RENDER, _rng, plan_slides
-    from hwsi_model.demo.synthetic_tissue import LESION_CODES, render_slide
-
-    seed, scale = 5, 0.35
-    specs = plan_slides(3, seed, scale)
-    (tmp_path / "cohort.json").write_text(
-        json.dumps(
-            {
-                "seed": seed,
-                "n_slides": 3,
-                "scale": scale,
-                "slides": [{"slide_id": s.slide_id, "mpp": s.mpp} for s in specs],
-            }
-        )
-    )
-    i = 1  # a high-grade slide: lesion about a third of the slide
-    spec = specs[i]
-    gt = np.isin(render_slide(spec, _rng(seed, _STREAM_RENDER, i)).code, LESION_CODES)
-    tissue, lesion = demo_lesion_fields(tmp_path, spec.slide_id)
-    ps = 32
-    ys, xs = np.mgrid[0 : gt.shape[0] - ps + 1 : ps, 0 : gt.shape[1] - ps + 1 : ps]
-    coords = np.stack([xs.ravel(), ys.ravel()], 1)
-    frac = lesion_fraction_of_patches(tissue, lesion, coords, ps, spec.mpp)
-    truth = np.array([gt[y : y + ps, x : x + ps].mean() for x, y in coords])
-    assert truth.mean() > 0.1
-    assert np.abs(frac - truth).mean() < 0.01
-    assert ((frac >= 0.5) == (truth >= 0.5)).mean() > 0.99
-    with pytest.raises(KeyError):
-        demo_lesion_fields(tmp_path, "demo_999")
 
 
 def test_evidence_object_is_accepted() -> None:

@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from hwsi_model.data.text_records import InstructionItem
-from hwsi_model.training.demo_models import (
+from hwsi_model.demo.llm import (
     build_demo_llm,
+    demo_llm_texts,
     option_permutations,
     pretraining_texts,
 )
@@ -80,6 +82,19 @@ def test_pretraining_texts_use_only_the_items_slides(tmp_path: Path) -> None:
     assert len(qa) == 4  # two items, each in both option orders
     assert all("<image>" not in q for q, _ in qa)
     assert ("Is it dense?\nA) No\nB) Yes", "B) Yes.") in qa
+
+
+def test_no_held_out_text_reaches_the_tokenizer_or_the_pretraining(tmp_path: Path) -> None:
+    vqa, reports = _demo_files(tmp_path)
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("slide_id,cache,split\ns1,c1.zarr,train\ns2,c2.zarr,val\n")
+    corpus, pairs = demo_llm_texts([vqa], reports, manifest, split="train")
+    assert "Report of s1." in corpus and (None, "Report of s1.") in pairs
+    text = " ".join(corpus) + " ".join(a for _, a in pairs)
+    assert "s2" not in text and "held_out" not in text and "B) No." not in text
+    assert all(q is None or "A) Yes" in q or "B) Yes" in q for q, _ in pairs)
+    with pytest.raises(ValueError, match="no slide in split 'test'"):
+        demo_llm_texts([vqa], reports, manifest, split="test")
 
 
 def test_pretraining_teaches_the_question(tmp_path: Path) -> None:

@@ -6,18 +6,16 @@ pretrained on text only (:func:`pretrain_on_text`): the training items' question
 (without the slide) and the reports of those slides, with the options of closed questions
 re-ordered. This stands in for a real LLM's pretraining: the model learns to read a question and
 to answer with the letter of the option it means, but nothing in it can tell one slide from
-another; that has to come from the visual tokens in stages 2-3. Command line::
+another; that has to come from the visual tokens in stages 2-3.
 
-    python -m hwsi_model.training.demo_models --out results/models/tiny_llm \\
-        --corpus cohort/reports.jsonl cohort/vqa/train.json --pretrain cohort/vqa/train.json \\
-        --reports cohort/reports.jsonl --manifest results/manifest.csv --split train
+Only the training split's text is seen, by the tokenizer as by the pretraining
+(:func:`demo_llm_texts`): no validation or test report or question reaches either. The workflow
+builds it with the ``build_demo_llm`` rule; by hand: ``python -m hwsi_model.demo llm --help``.
 """
 
 from __future__ import annotations
 
-import argparse
 import itertools
-import json
 import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -35,29 +33,6 @@ CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }} <|end|> {% endfor %}"
     "{% if add_generation_prompt %}<|assistant|> {% endif %}"
 )
-
-
-def corpus_texts(paths: Iterable[str | Path]) -> list[str]:
-    """All strings of JSON/JSONL files (reports, questions, answers, options)."""
-    texts: list[str] = []
-
-    def walk(obj) -> None:
-        if isinstance(obj, str):
-            texts.append(obj)
-        elif isinstance(obj, dict):
-            for v in obj.values():
-                walk(v)
-        elif isinstance(obj, list):
-            for v in obj:
-                walk(v)
-
-    for p in paths:
-        p = Path(p)
-        lines = p.read_text().splitlines() if p.suffix == ".jsonl" else [p.read_text()]
-        for line in lines:
-            if line.strip():
-                walk(json.loads(line))
-    return texts
 
 
 def option_permutations(item: InstructionItem, limit: int = 6) -> list[tuple[str, str]]:
@@ -223,42 +198,39 @@ def build_demo_llm(
     return out
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from hwsi_model.logs import setup_logging
+def demo_llm_texts(
+    instruction_files: Sequence[str | Path],
+    reports: str | Path | None,
+    manifest: str | Path | None = None,
+    split: str = "train",
+) -> tuple[list[str], list[tuple[str | None, str]]]:
+    """The tokenizer corpus and the pretraining pairs of the demo LLM, both from the slides of
+    ``split`` in ``manifest`` only (all items' slides when no manifest is given)."""
+    slides = None
+    if manifest is not None:
+        from hwsi_model.data.manifest import read_manifest
 
-    p = argparse.ArgumentParser(description="build the demo's tiny causal LM")
-    p.add_argument("--out", required=True)
-    p.add_argument("--corpus", nargs="+", required=True)
-    p.add_argument("--hidden", type=int, default=64)
-    p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--pretrain", nargs="*", default=[], help="instruction files to pretrain on")
-    p.add_argument("--reports", help="reports (those of the --pretrain slides are used)")
-    p.add_argument("--manifest", help="pretrain only on the slides of --split in this manifest")
-    p.add_argument("--split", default="train")
-    p.add_argument("--pretrain-steps", type=int, default=400)
-    p.add_argument("--log")
-    a = p.parse_args(argv)
-    setup_logging(a.log)
-    pretrain = []
-    if a.pretrain:
-        slides = None
-        if a.manifest:
-            from hwsi_model.data.manifest import read_manifest
+        slides = [r.slide_id for r in read_manifest(manifest, splits=[split])]
+        if not slides:
+            raise ValueError(f"{manifest} has no slide in split {split!r}")
+    pairs = pretraining_texts(instruction_files, reports, slides)
+    corpus = [q for q, _ in pairs if q is not None] + [a for _, a in pairs]
+    return corpus, pairs
 
-            slides = [r.slide_id for r in read_manifest(a.manifest, splits=[a.split])]
-        pretrain = pretraining_texts(a.pretrain, a.reports, slides)
-    build_demo_llm(
-        a.out,
-        corpus_texts(a.corpus),
-        a.hidden,
-        a.layers,
-        seed=a.seed,
-        pretrain=pretrain,
-        pretrain_steps=a.pretrain_steps,
+
+def build_demo_llm_from_files(
+    out: str | Path,
+    instruction_files: Sequence[str | Path],
+    reports: str | Path | None,
+    manifest: str | Path | None = None,
+    split: str = "train",
+    hidden: int = 64,
+    layers: int = 2,
+    seed: int = 0,
+    pretrain_steps: int = 400,
+) -> Path:
+    """:func:`build_demo_llm` on :func:`demo_llm_texts` (the workflow's ``build_demo_llm``)."""
+    corpus, pairs = demo_llm_texts(instruction_files, reports, manifest, split)
+    return build_demo_llm(
+        out, corpus, hidden, layers, seed=seed, pretrain=pairs, pretrain_steps=pretrain_steps
     )
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
