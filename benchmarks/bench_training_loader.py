@@ -83,7 +83,7 @@ def main() -> None:
     from hwsi_model.data.manifest import ManifestRow
     from hwsi_model.data.pairs import SlideStore, collate_examples
     from hwsi_model.logs import setup_logging
-    from hwsi_model.training.engine import init_deepspeed_distributed
+    from hwsi_model.training.distributed import init_deepspeed_distributed
     from hwsi_model.training.sampler import ResumableSampler
 
     p = argparse.ArgumentParser()

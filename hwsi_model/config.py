@@ -71,6 +71,30 @@ def load_config(path: str | Path) -> dict[str, Any]:
     return validate_config(raw)
 
 
+#: Keys with no default (the schema holds no demo paths): what to set, for the error message.
+UNSET_HINTS = {
+    "training.reports": "the WSI-report pairs (JSONL/JSON/CSV) of stages 1-2",
+    "training.instructions": "the stage-3 instruction files (a list)",
+    "training.llm": 'a local Hugging Face causal-LM folder, or "demo" for the tiny demo LM',
+    "cells.training.gt_index": 'the ground-truth nucleus masks\' index CSV (cells.model "demo")',
+}
+
+
+def require(config: Mapping[str, Any], key: str) -> Any:
+    """The value of a dotted ``key`` that a step needs and the config leaves unset.
+
+    Raises:
+        ConfigError: naming the key and what to set, when it is missing, null or empty.
+    """
+    value: Any = config
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    if value is None or value == "" or value == []:
+        hint = UNSET_HINTS.get(key, "a value")
+        raise ConfigError(f"config key '{key}' is not set: set it to {hint}")
+    return value
+
+
 def config_hash(values: Mapping[str, Any]) -> str:
     """Short stable hash (12 hex) of the parameter values an output depends on.
 

@@ -47,6 +47,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from hwsi_model.atomic import write_text_atomic
+
 log = logging.getLogger(__name__)
 
 PROVENANCE_FILE = "provenance.json"
@@ -201,7 +203,7 @@ def describe(
 def write_provenance(folder: str | Path, provenance: Mapping[str, Any]) -> Path:
     """Write ``provenance.json`` into ``folder`` (a model folder); return its path."""
     path = Path(folder) / PROVENANCE_FILE
-    path.write_text(json.dumps(dict(provenance), indent=2, default=str) + "\n")
+    write_text_atomic(path, json.dumps(dict(provenance), indent=2, default=str) + "\n")
     return path
 
 

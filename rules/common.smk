@@ -5,8 +5,8 @@ import os
 
 from snakemake.logging import logger
 
-from hwsi_model.config import config_hash
-from hwsi_model.data.layout import OutputLayout
+from hwsi_model.config import config_hash, require
+from hwsi_model.data.layout import TRAINING_RUN, OutputLayout, parse_training_run
 from hwsi_model.samples import read_sample_sheet
 
 SAMPLES = read_sample_sheet(config["samples"])
@@ -47,7 +47,7 @@ def demo_stardist_inputs(wildcards):
     """The ground-truth index and the slides it names; not the sample sheet itself, so that
     appending slides to the sheet does not retrain the model (and re-segment every slide).
     """
-    index = CELLS["training"]["gt_index"]
+    index = require(config, "cells.training.gt_index")
     if not os.path.exists(index):
         return {"gt_index": index}
     with open(index, newline="") as f:
@@ -72,10 +72,12 @@ ENCODER_CHECKPOINT = (
 EXTRACT_PARAMS = {
     k: EMBED[k] for k in ("num_workers", "rows_per_item", "device", "precision")
 }
+# Precision changes the numbers (bf16/fp16 autocast); workers, batch rows and device do not.
 EMBED_HASH = config_hash(
     {
         "encoder": EMBED["encoder"],
         "checkpoint": EMBED["checkpoint"],
+        "precision": EMBED["precision"],
         "tiles": TILES_HASH,
     }
 )
@@ -128,37 +130,71 @@ def all_outputs():
     ]
 
 
-# Training (rules/training.smk).
+# Training (rules/training.smk): one rule for every run, training/{run}/ with run "stageN"
+# (the method) or "baselines/{flat,none}/stageN".
 TRAIN = config["training"]
-# "demo": a tiny causal LM built by the workflow from the cohort's text (nothing downloaded).
-TRAIN_LLM = OUT.model("tiny_llm") if TRAIN["llm"] == "demo" else TRAIN["llm"]
 
 
-def stage_settings(stage):
-    """The training.stageN block without its resource keys."""
+def train_llm():
+    """The LLM folder; "demo": the tiny causal LM the workflow builds (nothing downloaded)."""
+    llm = require(config, "training.llm")
+    return OUT.model("tiny_llm") if llm == "demo" else llm
+
+
+def train_run(wildcards):
+    """(stage, baseline) of the {run} wildcard; baseline None for the method."""
+    return parse_training_run(wildcards.run)
+
+
+def train_inputs(wildcards):
+    """The manifest and the run's text; the previous stage's folder (a baseline: flat stage 2
+    and text-only stage 3 start from the method's stage 1, flat stage 3 from its stage 2);
+    the demo LLM when the workflow builds it."""
+    stage, baseline = train_run(wildcards)
+    inputs = {"manifest": OUT.manifest, "reports": require(config, "training.reports")}
+    if stage == 3:
+        inputs["instructions"] = require(config, "training.instructions")
+    if stage > 1 and baseline is None:
+        inputs["init"] = OUT.stage_path(stage - 1, "model")
+    elif baseline == "flat" and stage == 3:
+        inputs["init"] = OUT.stage_path(2, "model", "flat")
+    elif baseline:
+        inputs["init"] = OUT.stage_path(1, "model")
+    if stage == 2 or baseline:
+        if require(config, "training.llm") == "demo":
+            inputs["llm"] = train_llm()
+    return inputs
+
+
+def train_resource(name):
+    """A resource of the run's stage (training.resources.stageN; a baseline takes its stage's)."""
+
+    def get(wildcards):
+        return TRAIN["resources"][f"stage{train_run(wildcards)[0]}"][name]
+
+    return get
+
+
+def train_settings(wildcards):
+    """The run's StageConfig keys: training.stageN; a baseline adds its visual input and drops
+    the auxiliary losses (they need the hierarchy)."""
+    stage, baseline = train_run(wildcards)
+    settings = {**TRAIN[f"stage{stage}"], "stage": stage}
+    if baseline:
+        settings.update(visual_input=baseline, aux_losses=False)
+    return settings
+
+
+def train_params(wildcards):
+    """What a run reads besides its inputs: the stage-1 model block and text encoder, the LLM
+    folder of stage 2 and of the baselines (stage 3 of the method keeps its folder's).
+    """
+    stage, baseline = train_run(wildcards)
     return {
-        k: v
-        for k, v in TRAIN[f"stage{stage}"].items()
-        if k not in ("gpu", "mem_mb", "runtime", "threads")
+        "model": TRAIN["model"] if stage == 1 else None,
+        "text_encoder": TRAIN["text_encoder"] if stage == 1 else None,
+        "llm": train_llm() if stage == 2 or baseline else None,
     }
-
-
-def baseline_settings(wildcards):
-    """A baseline's stage settings: the method's, with its visual input and no auxiliary
-    losses (they need the hierarchy)."""
-    stage = int(wildcards.stage)
-    return {
-        **stage_settings(stage),
-        "visual_input": wildcards.baseline,
-        "aux_losses": False,
-    }
-
-
-def baseline_init(wildcards):
-    """Flat stage 2 and text-only stage 3 start from stage 1; flat stage 3 from its stage 2."""
-    if wildcards.baseline == "flat" and wildcards.stage == "3":
-        return OUT.stage_path(2, "model", "flat")
-    return OUT.stage_path(1, "model")
 
 
 # Evaluation (rules/evaluate.smk).
@@ -171,7 +207,7 @@ def evaluation_inputs(wildcards):
     """The method's stage-1 and stage-3 folders, the baselines' stage-3 folders, test files."""
     inputs = {
         "manifest": OUT.manifest,
-        "reports": TRAIN["reports"],
+        "reports": require(config, "training.reports"),
         "stage1": OUT.stage_path(1, "model"),
         "model": OUT.stage_path(3, "model"),
         "test": EVAL["test"],
@@ -184,14 +220,10 @@ def evaluation_inputs(wildcards):
     return inputs
 
 
-def stage_outputs(stage, baseline=None):
+def demo_llm_inputs(wildcards):
+    """The training text the demo LLM is built from (only the manifest's training split)."""
     return {
-        "model": directory(OUT.stage_path(stage, "model", baseline)),
-        "losses": OUT.stage_path(stage, "loss.csv", baseline),
-        "plot": OUT.stage_path(stage, "loss.png", baseline),
-        "metrics": OUT.stage_path(stage, "metrics.json", baseline),
+        "reports": require(config, "training.reports"),
+        "instructions": require(config, "training.instructions"),
+        "manifest": OUT.manifest,
     }
-
-
-def llm_input(wildcards):
-    return {"llm": TRAIN_LLM} if TRAIN["llm"] == "demo" else {}

@@ -6,12 +6,10 @@
 
 
 rule build_demo_llm:
-    """A tiny Qwen2-shaped causal LM with a tokenizer trained on the cohort's text, pretrained on
-    the training slides' questions, answers and reports as text only (demo only)."""
+    """A tiny Qwen2-shaped causal LM with a tokenizer trained on the training split's text,
+    pretrained on its questions, answers and reports as text only (demo only)."""
     input:
-        reports=TRAIN["reports"],
-        instructions=TRAIN["instructions"],
-        manifest=OUT.manifest,
+        unpack(demo_llm_inputs),
     output:
         directory(OUT.model("tiny_llm")),
     log:
@@ -25,124 +23,33 @@ rule build_demo_llm:
         "../workflow_scripts/build_demo_llm.py"
 
 
-rule train_stage1:
-    """Stage 1: hierarchical cross-modal alignment (CCAF, region/slide encoders, projectors)."""
+rule train:
+    """One training run: a stage of the method (training/stageN: 1 alignment, 2 V-L projectors
+    into the frozen LLM, 3 instruction tuning) or of a baseline for the evaluation
+    (training/baselines/flat/stage2-3, training/baselines/none/stage3), from the previous
+    stage's folder, with the stage's settings (training.stageN) and resources
+    (training.resources.stageN)."""
     input:
-        manifest=OUT.manifest,
-        reports=TRAIN["reports"],
+        unpack(train_inputs),
     output:
-        **stage_outputs(1),
+        model=directory(OUT.training("{run}", "model")),
+        losses=OUT.training("{run}", "loss.csv"),
+        plot=OUT.training("{run}", "loss.png"),
+        metrics=OUT.training("{run}", "metrics.json"),
     log:
-        OUT.log("train", "stage1"),
-    conda:
-        "../envs/hwsi.yaml"
-    threads: TRAIN["stage1"]["threads"]
-    resources:
-        gpu=TRAIN["stage1"]["gpu"],
-        mem_mb=TRAIN["stage1"]["mem_mb"],
-        runtime=TRAIN["stage1"]["runtime"],
-    params:
-        stage=1,
-        settings=stage_settings(1),
-        model=TRAIN["model"],
-        llm=None,
-        text_encoder=TRAIN["text_encoder"],
-        resume=TRAIN["resume"],
-        instruction_format=TRAIN["instruction_format"],
-    script:
-        "../workflow_scripts/train_stage.py"
-
-
-rule train_stage2:
-    """Stage 2: V-L projectors into the frozen LLM on the reports (L_LM + auxiliary losses)."""
-    input:
-        unpack(llm_input),
-        manifest=OUT.manifest,
-        reports=TRAIN["reports"],
-        init=OUT.stage_path(1, "model"),
-    output:
-        **stage_outputs(2),
-    log:
-        OUT.log("train", "stage2"),
-    conda:
-        "../envs/hwsi.yaml"
-    threads: TRAIN["stage2"]["threads"]
-    resources:
-        gpu=TRAIN["stage2"]["gpu"],
-        mem_mb=TRAIN["stage2"]["mem_mb"],
-        runtime=TRAIN["stage2"]["runtime"],
-    params:
-        stage=2,
-        settings=stage_settings(2),
-        model=None,
-        llm=TRAIN_LLM,
-        text_encoder=None,
-        resume=TRAIN["resume"],
-        instruction_format=TRAIN["instruction_format"],
-    script:
-        "../workflow_scripts/train_stage.py"
-
-
-rule train_stage3:
-    """Stage 3: instruction tuning of the projectors + LLM (LoRA or full)."""
-    input:
-        manifest=OUT.manifest,
-        reports=TRAIN["reports"],
-        instructions=TRAIN["instructions"],
-        init=OUT.stage_path(2, "model"),
-    output:
-        **stage_outputs(3),
-    log:
-        OUT.log("train", "stage3"),
-    conda:
-        "../envs/hwsi.yaml"
-    threads: TRAIN["stage3"]["threads"]
-    resources:
-        gpu=TRAIN["stage3"]["gpu"],
-        mem_mb=TRAIN["stage3"]["mem_mb"],
-        runtime=TRAIN["stage3"]["runtime"],
-    params:
-        stage=3,
-        settings=stage_settings(3),
-        model=None,
-        llm=None,
-        text_encoder=None,
-        resume=TRAIN["resume"],
-        instruction_format=TRAIN["instruction_format"],
-    script:
-        "../workflow_scripts/train_stage.py"
-
-
-rule train_baseline:
-    """A baseline for the evaluation (training.baselines): "flat" (stages 2-3) or "none" (text
-    only, stage 3), trained like the method from its stage-1 folder with the same LLM.
-    """
-    input:
-        unpack(llm_input),
-        manifest=OUT.manifest,
-        reports=TRAIN["reports"],
-        instructions=TRAIN["instructions"],
-        init=baseline_init,
-    output:
-        **stage_outputs("{stage}", "{baseline}"),
-    log:
-        OUT.log("train", "baseline_{baseline}_stage{stage}"),
+        OUT.log("train", "{run}"),
     wildcard_constraints:
-        baseline="flat|none",
-        stage="2|3",
+        run=TRAINING_RUN,
     conda:
         "../envs/hwsi.yaml"
-    threads: TRAIN["stage3"]["threads"]
+    threads: train_resource("threads")
     resources:
-        gpu=TRAIN["stage3"]["gpu"],
-        mem_mb=TRAIN["stage3"]["mem_mb"],
-        runtime=TRAIN["stage3"]["runtime"],
+        gpu=train_resource("gpu"),
+        mem_mb=train_resource("mem_mb"),
+        runtime=train_resource("runtime"),
     params:
-        stage=lambda wc: int(wc.stage),
-        settings=baseline_settings,
-        model=None,
-        llm=TRAIN_LLM,
-        text_encoder=None,
+        settings=train_settings,
+        run=train_params,
         resume=TRAIN["resume"],
         instruction_format=TRAIN["instruction_format"],
     script:

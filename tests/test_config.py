@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hwsi_model.config import config_hash, load_config, validate_config
+from hwsi_model.config import config_hash, load_config, load_schema, require, validate_config
 from hwsi_model.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,6 +31,13 @@ def test_repository_config_is_valid():
         ({"patch_size": "big"}, "patch_size"),
         ({"mpp": -1}, "mpp"),
         ({"tissue": {"min_tissue_fraction": 2}}, "tissue.min_tissue_fraction"),
+        (
+            {"training": {"stage2": {"epoch": 3}}},
+            r"'epoch' was unexpected\) \(under 'training.stage2'",
+        ),
+        ({"training": {"stage3": {"llm_tuning": "half"}}}, "training.stage3.llm_tuning"),
+        ({"training": {"resources": {"stage1": {"gpus": 1}}}}, "gpus"),
+        ({"training": {"stage1": {"gpu": 1}}}, "'gpu' was unexpected"),  # resources: own key
     ],
 )
 def test_bad_keys_are_named(patch, needle):
@@ -55,3 +62,31 @@ def test_config_hash_is_stable_and_sensitive():
     assert a == config_hash({"patch_size": 256, "mpp": 0.5})
     assert a != config_hash({"mpp": 0.25, "patch_size": 256})
     assert len(a) == 12
+
+
+def test_stage_settings_in_the_schema_are_the_stage_config_fields():
+    """A typo in training.stageN fails when the config is read, not when the stage starts."""
+    from dataclasses import fields
+
+    from hwsi_model.training.config import StageConfig
+
+    stage = load_schema("config")["properties"]["training"]["properties"]["stage1"]
+    set_by_the_workflow = {"stage", "visual_input"}
+    assert set(stage["properties"]) == {f.name for f in fields(StageConfig)} - set_by_the_workflow
+    cfg = validate_config({"samples": "s", "training": {"stage1": {"epochs": 3}}})
+    assert cfg["training"]["stage1"] == {"epochs": 3}  # StageConfig keeps its own defaults
+    assert cfg["training"]["resources"]["stage3"] == {
+        "threads": 2, "gpu": 0, "mem_mb": 8000, "runtime": 60,
+    }  # fmt: skip
+
+
+def test_no_demo_defaults_and_unset_keys_are_named():
+    cfg = validate_config({"samples": "s.csv"})
+    assert "llm" not in cfg["training"] and "reports" not in cfg["training"]
+    assert cfg["cells"]["training"]["gt_index"] is None
+    with pytest.raises(ConfigError, match=r"'training.llm' is not set: .*causal-LM folder"):
+        require(cfg, "training.llm")
+    cfg["training"]["instructions"] = []
+    with pytest.raises(ConfigError, match=r"'training.instructions' is not set"):
+        require(cfg, "training.instructions")
+    assert require({"training": {"llm": "demo"}}, "training.llm") == "demo"

@@ -17,13 +17,16 @@ from test_workflow import SUMMARY, planned_jobs, snakemake, write_cohort
 
 pytestmark = pytest.mark.workflow
 
-EMBED = "embed:\n  encoder: tiny-vit\n  checkpoint: {checkpoint}\n  num_workers: 0\n  selection:\n"
+EMBED = (
+    "embed:\n  encoder: tiny-vit\n  checkpoint: {checkpoint}\n  num_workers: 0\n"
+    "  precision: {precision}\n  selection:\n"
+)
 SELECTION = "    n_candidates: 4\n    top_k: {top_k}\n"
 PER_SLIDE = ("tissue", "tiles", "embed_patches", "select_patches")
 
 
-def config(checkpoint: str = "demo", top_k: int = 2) -> str:
-    return EMBED.format(checkpoint=checkpoint) + SELECTION.format(top_k=top_k)
+def config(checkpoint: str = "demo", top_k: int = 2, precision: str = "auto") -> str:
+    return EMBED.format(checkpoint=checkpoint, precision=precision) + SELECTION.format(top_k=top_k)
 
 
 def targets(slides: list[str]) -> list[str]:
@@ -89,6 +92,10 @@ def test_new_cohort_runs_only_its_slides_and_changed_parameters_only_their_steps
     write_cohort(work, rows_a + rows_b, extra_yaml=config(top_k=3))
     jobs = planned_jobs(snakemake(work, venv_path_env, *targets(everyone), "-n").stdout)
     assert set(jobs) == {("select_patches", s) for s in everyone}
+    # Another embedding precision changes the embeddings: they and what reads them re-run.
+    write_cohort(work, rows_a + rows_b, extra_yaml=config(precision="bf16"))
+    jobs = planned_jobs(snakemake(work, venv_path_env, *targets(everyone), "-n").stdout)
+    assert set(jobs) == {(r, s) for r in ("embed_patches", "select_patches") for s in everyone}
 
 
 def test_demo_nucleus_model_does_not_depend_on_the_sample_sheet(tmp_path, make_slide,

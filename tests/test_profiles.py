@@ -43,6 +43,7 @@ def workdir(cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         "training": {
             "reports": str(cohort / "reports.jsonl"),
             "instructions": [str(cohort / "vqa/train.json"), str(cohort / "vqa/val.json")],
+            "llm": "demo",
         },
     }
     (work / "config.yaml").write_text(yaml.safe_dump(config))
@@ -132,7 +133,7 @@ def test_slurm_dry_run_plans_groups_and_resources(workdir: Path, venv_path_env: 
             assert res["slurm_partition"] == "gpu"
         else:
             assert job["group"] is None, job
-        if rule in GPU_RULES or rule.startswith("train_stage"):
+        if rule in GPU_RULES or rule == "train":
             assert res["gpu"] == "1" and res["slurm_partition"] == "gpu", job
         if rule in GPU_RULES:
             assert res["mem_mb"] == "16000"
@@ -142,9 +143,9 @@ def test_slurm_dry_run_plans_groups_and_resources(workdir: Path, venv_path_env: 
         if job["group"] == "slide_features":
             chains.setdefault(job["slide"], set()).add(job["rule"])
     assert chains == {slide: FEATURE_RULES for slide in slides}
-    stages = {j["rule"]: j["resources"] for j in jobs if j["rule"].startswith("train_stage")}
-    assert set(stages) == {"train_stage1", "train_stage2", "train_stage3"}
-    assert all(r["nodes"] == "1" and r["mem_mb"] == "64000" for r in stages.values())
+    runs = [j["resources"] for j in jobs if j["rule"] == "train"]
+    assert len(runs) == 6  # three stages, flat stages 2-3, text-only stage 3: one rule
+    assert all(r["nodes"] == "1" and r["mem_mb"] == "64000" for r in runs)
 
 
 def test_local_dry_run_plans_the_same_jobs_ungrouped(workdir: Path, venv_path_env: dict) -> None:
@@ -275,11 +276,16 @@ def test_sbatch_calls_of_the_planned_jobs(submitted: dict) -> None:
         assert f["--cpus-per-task"] == str(max(j.threads for j in group.jobs))
         assert "--ntasks" not in f  # GPU jobs: no implicit task geometry
 
-    single = {j.rule.name: j for j in remote if not j.is_group()}
-    f = flags(sbatch_call(single["train_stage1"], settings))
+    single = {j.rule.name: j for j in remote if not j.is_group() and j.rule.name != "train"}
+    stage1 = next(
+        j
+        for j in remote
+        if not j.is_group() and j.rule.name == "train" and j.wildcards.run == "stage1"
+    )
+    f = flags(sbatch_call(stage1, settings))
     assert f["-p"] == "gpu" and f["--gpus"] == "1" and f["--nodes"] == "1"
-    assert f["--mem"] == "64000" and f["-t"] == "1440"
-    assert f["--cpus-per-task"] == str(single["train_stage1"].threads)
+    assert f["--mem"] == "64000" and f["-t"] == "2880"
+    assert f["--cpus-per-task"] == str(stage1.threads)
     f = flags(sbatch_call(single["train_demo_stardist"], settings))
     assert f["-p"] == "cpu" and f["--mem"] == "8000" and "--gpus" not in f
 
@@ -289,7 +295,8 @@ def test_retries_ask_for_more_memory(submitted: dict) -> None:
     jobs, settings = submitted["jobs"], submitted["settings"]
     prep = next(j for j in jobs if j.is_group() and j.groupid == "slide_prep")
     features = next(j for j in jobs if j.is_group() and j.groupid == "slide_features")
-    stage1 = next(j for j in jobs if not j.is_group() and j.rule.name == "train_stage1")
+    stage1 = next(j for j in jobs if not j.is_group() and j.rule.name == "train"
+                  and j.wildcards.run == "stage1")  # fmt: skip
     try:
         for attempt, factor in ((2, 2), (3, 3)):
             for job in (prep, features, stage1):

@@ -71,6 +71,17 @@ def test_unknown_config_key_is_named(tmp_path, cmu_slide, venv_path_env):
     assert "tisue" in proc.stdout + proc.stderr
 
 
+def test_unset_llm_stops_a_training_plan_naming_the_key(tmp_path, cmu_slide, venv_path_env):
+    """No demo default: a run that trains needs training.llm; extraction alone does not."""
+    training = "training:\n  reports: r.jsonl\n  instructions: [v.json]\n"
+    write_cohort(tmp_path, [f"cmu,{cmu_slide},"], extra_yaml=training)
+    proc = snakemake(tmp_path, venv_path_env, "-n")
+    assert proc.returncode != 0
+    assert "config key 'training.llm' is not set" in proc.stdout + proc.stderr
+    proc = snakemake(tmp_path, venv_path_env, "-n", SUMMARY)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 def test_bad_slide_id_in_sheet_stops_the_plan(tmp_path, cmu_slide, venv_path_env):
     write_cohort(tmp_path, [f"../cmu,{cmu_slide},"])
     proc = snakemake(tmp_path, venv_path_env, "-n")

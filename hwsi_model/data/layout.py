@@ -26,6 +26,7 @@ path                               what (module that reads and writes it)
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,9 +108,7 @@ class OutputLayout:
 
     def stage(self, stage: int | str, baseline: str | None = None) -> str:
         """A stage's folder: ``training/stageN`` or ``training/baselines/{b}/stageN``."""
-        if baseline:
-            return self.training("baselines", baseline, f"stage{stage}")
-        return self.training(f"stage{stage}")
+        return self.training(training_run(stage, baseline))
 
     def stage_path(self, stage: int | str, name: str, baseline: str | None = None) -> str:
         """A file or folder of a stage's folder: ``model``, ``loss.csv``, ``loss.png``, ..."""
@@ -118,6 +117,24 @@ class OutputLayout:
     @property
     def evaluation(self) -> str:
         return self._p("evaluation")
+
+
+#: The training runs (``training/{run}/``): the method's stages and the baselines' (``flat``:
+#: stages 2-3, ``none``: stage 3), as a regular expression for the workflow's ``{run}`` wildcard.
+TRAINING_RUN = r"stage[123]|baselines/flat/stage[23]|baselines/none/stage3"
+
+
+def training_run(stage: int | str, baseline: str | None = None) -> str:
+    """``stageN`` for the method, ``baselines/{baseline}/stageN`` for a baseline."""
+    return f"baselines/{baseline}/stage{stage}" if baseline else f"stage{stage}"
+
+
+def parse_training_run(run: str) -> tuple[int, str | None]:
+    """``(stage, baseline)`` of a training run (see :data:`TRAINING_RUN`); ValueError if not one."""
+    if not re.fullmatch(TRAINING_RUN, run):
+        raise ValueError(f"{run!r} is not a training run ({TRAINING_RUN})")
+    parts = run.split("/")
+    return int(parts[-1][len("stage") :]), (parts[1] if len(parts) == 3 else None)
 
 
 def slide_of_store(path: str | Path) -> str:

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hwsi_model.atomic import write_text_atomic
+
 #: The four scales, fine to coarse. Text analogues: word, phrase, sentence, paragraph.
 SCALES: tuple[str, ...] = ("cell", "patch", "region", "wsi")
 #: What the LLM sees of a slide (HWSIConfig.visual_input): the method and the two baselines.
@@ -218,7 +220,7 @@ class HWSIConfig:
         )
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        write_text_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> HWSIConfig:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hwsi_model.atomic import write_text_atomic
 from hwsi_model.model.config import VISUAL_INPUTS
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -137,7 +138,8 @@ class StageConfig:
         return cls(**merged)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        """Write as JSON, atomically."""
+        write_text_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> StageConfig:

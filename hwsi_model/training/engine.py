@@ -12,8 +12,9 @@ and runs epochs of a :class:`~hwsi_model.training.sampler.ResumableSampler`. Out
     model/                      the final self-contained model folder
 
 ``resume=True`` continues from ``checkpoints/latest`` at the saved step with the same data order.
-Without a launcher (no ``RANK``/``WORLD_SIZE`` in the environment) :func:`ensure_launch_env` sets
-up a single process; on a machine without GPU DeepSpeed runs on the CPU with gloo.
+Without a launcher (no ``RANK``/``WORLD_SIZE`` in the environment)
+:func:`~hwsi_model.training.distributed.ensure_launch_env` sets up a single process; on a
+machine without GPU DeepSpeed runs on the CPU with gloo.
 """
 
 from __future__ import annotations
@@ -22,9 +23,7 @@ import hashlib
 import json
 import logging
 import math
-import os
 import shutil
-import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +38,8 @@ from hwsi_model.model.checkpoint import save_model_folder
 from hwsi_model.model.hierarchy import UnitEmbeddings
 from hwsi_model.model.mllm import HWSIModel, HWSIOutput
 from hwsi_model.training.config import StageConfig, lr_lambda
-from hwsi_model.training.logs import LossLog, plot_losses
+from hwsi_model.training.distributed import init_deepspeed_distributed
+from hwsi_model.training.loss_curves import LossLog, plot_losses
 from hwsi_model.training.sampler import ResumableSampler
 from hwsi_model.training.stage_model import configure_trainable
 
@@ -47,40 +47,6 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
 MODEL_DIR = "model"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def ensure_launch_env() -> None:
-    """Single-process defaults for ``RANK``/``WORLD_SIZE``/... when no launcher set them, and a
-    persistent ``TORCH_EXTENSIONS_DIR`` for DeepSpeed's compiled ops."""
-    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
-        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", str(_free_port()))
-    os.environ.setdefault("LOCAL_RANK", "0")
-    os.environ.setdefault(
-        "TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "hwsi" / "torch_extensions")
-    )
-
-
-def init_deepspeed_distributed():
-    """``deepspeed.init_distributed`` (gloo on CPU); a single CPU process skips compiling the
-    shared-memory all-reduce op, which only serves several processes. Returns ``(rank, world)``."""
-    ensure_launch_env()
-    import deepspeed
-    from deepspeed.accelerator import get_accelerator
-
-    if int(os.environ["WORLD_SIZE"]) == 1 and get_accelerator().device_name() == "cpu":
-        compatible = getattr(deepspeed.ops, "__compatible_ops__", None)
-        if isinstance(compatible, dict):
-            compatible["deepspeed_shm_comm"] = False
-    deepspeed.init_distributed()
-    return torch.distributed.get_rank(), torch.distributed.get_world_size()
 
 
 # -- the per-stage forward --------------------------------------------------------------------
@@ -457,7 +423,7 @@ def train_stage(
         val_losses=val_losses,
     )
     if rank == 0:
-        (out / "metrics.json").write_text(json.dumps(result.__dict__, indent=2) + "\n")
+        write_text_atomic(out / "metrics.json", json.dumps(result.__dict__, indent=2) + "\n")
     return result
 
 

@@ -1,6 +1,6 @@
 """Training entry point of one stage: ``python -m hwsi_model.training.entry --stage N ...``.
 
-Runs as is (a single process: :func:`~hwsi_model.training.engine.ensure_launch_env` sets
+Runs as is (a single process: :func:`~hwsi_model.training.distributed.ensure_launch_env` sets
 ``RANK``/``WORLD_SIZE``/``MASTER_*`` when absent) or under a launcher for several processes::
 
     python -m hwsi_model.training.entry --stage 1 --manifest results/manifest.csv \\
@@ -82,16 +82,18 @@ def build_datasets(
         split_rows = [r for r in rows if r.split == split]
         if not split_rows:
             return None
-        store = SlideStore(split_rows, in_memory=in_memory)
         try:
-            return PairDataset(store, items, recs)
-        except ValueError:
-            return None
+            return PairDataset(SlideStore(split_rows, in_memory=in_memory), items, recs)
+        except ValueError as exc:  # slides in the split but no text for them: say which split
+            hint = "; give its text, or set validate: false" if split == val_split else ""
+            raise ValueError(f"split {split!r} of {manifest}: {exc}{hint}") from None
 
     train = dataset(train_split)
     if train is None:
         raise ValueError(f"no training example in split {train_split!r} of {manifest}")
     val = dataset(val_split) if val_split else None
+    if val is None and val_split:
+        log.warning("no %r split in %s: no validation, no early stopping", val_split, manifest)
     log.info("stage %d: %d training and %d validation examples", stage, len(train), len(val or []))
     return train, val
 
@@ -112,8 +114,9 @@ def run_stage(
 ) -> TrainResult:
     """Build data and model for ``cfg.stage`` and train it (:func:`train_stage`)."""
     train, val = build_datasets(
-        cfg.stage, manifest, reports, instructions, instruction_format, in_memory=cfg.in_memory
-    )
+        cfg.stage, manifest, reports, instructions, instruction_format,
+        val_split="val" if cfg.validate else None, in_memory=cfg.in_memory,
+    )  # fmt: skip
     # Fresh weights (stage 1, and the modules a later stage adds) from the run's seed: the same
     # command builds the same starting model, so a killed run's checkpoint is recognised as
     # its own (run fingerprint) and resumed instead of restarted from step 0.

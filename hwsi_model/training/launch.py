@@ -2,8 +2,10 @@
 several local GPUs; SLURM multi-node jobs use ``configs/deepspeed/srun_train.sh`` (torchrun per
 node) or ``configs/deepspeed/deepspeed_train.sh`` (the DeepSpeed launcher with a hostfile).
 
-:func:`entry_args` turns the rule's inputs and the ``training.stageN`` block into the command
-line of :mod:`hwsi_model.training.entry`; :func:`launch` runs it. :func:`expand_nodelist`,
+:class:`StageRun` holds a run's validated settings (``training.stageN`` as a
+:class:`~hwsi_model.training.config.StageConfig`) and inputs; :func:`launch` trains it in this
+process or hands it to ``torchrun`` as :mod:`hwsi_model.training.entry`'s command line with the
+settings in one file. :func:`expand_nodelist`,
 :func:`slurm_gpus_per_node` and :func:`write_slurm_hostfile` build a DeepSpeed hostfile
 (``host slots=N``) from a SLURM allocation::
 
@@ -21,13 +23,17 @@ import re
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hwsi_model.atomic import write_text_atomic
+from hwsi_model.training.config import StageConfig
+
 log = logging.getLogger(__name__)
 
-#: Keys of a ``training.stageN`` block that are Snakemake resources, not training settings.
-RESOURCE_KEYS = ("gpu", "mem_mb", "runtime", "threads")
+SETTINGS_FILE = "stage_settings.json"
+MODEL_CONFIG_FILE = "model_config.json"
 
 
 def text_encoder_folder(name: str | None) -> str | None:
@@ -39,67 +45,96 @@ def text_encoder_folder(name: str | None) -> str | None:
     return name
 
 
-def entry_args(
-    stage: int,
-    manifest: str,
-    out: str,
-    settings: dict[str, Any],
-    reports: str | None = None,
-    instructions: Sequence[str] = (),
-    init: str | None = None,
-    model_config: str | None = None,
-    llm: str | None = None,
-    text_encoder: str | None = None,
-    resume: bool = False,
-    instruction_format: str = "auto",
-) -> list[str]:
-    """Arguments of ``python -m hwsi_model.training.entry`` (settings as ``--set KEY=JSON``)."""
-    args = ["--stage", str(stage), "--manifest", manifest, "--out", out, "--no-progress"]
-    for flag, value in (
-        ("--reports", reports),
-        ("--init", init),
-        ("--model-config", model_config),
-        ("--llm", llm),
-        ("--text-encoder", text_encoder_folder(text_encoder)),
-    ):
-        if value:
-            args += [flag, str(value)]
-    if instructions:
-        args += [
-            "--instructions",
-            *map(str, instructions),
-            "--instruction-format",
-            instruction_format,
-        ]
-    sets = [f"{k}={json.dumps(v)}" for k, v in settings.items() if k not in RESOURCE_KEYS]
-    if sets:
-        args += ["--set", *sets]
-    if resume:
-        args.append("--resume")
-    return args
+@dataclass
+class StageRun:
+    """One training run as the workflow asks for it: validated settings, inputs, output folder.
+
+    ``model_config`` holds HWSIConfig keys (stage 1 from scratch); ``text_encoder`` is a folder
+    (``"minilm"`` resolved by :meth:`from_settings`).
+    """
+
+    cfg: StageConfig
+    manifest: str
+    out: str
+    reports: str | None = None
+    instructions: list[str] = field(default_factory=list)
+    init: str | None = None
+    model_config: dict[str, Any] | None = None
+    llm: str | None = None
+    text_encoder: str | None = None
+    resume: bool = False
+    instruction_format: str = "auto"
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any], **kwargs: Any) -> StageRun:
+        """Validate ``settings`` (StageConfig keys, ``stage`` included; unknown keys fail)."""
+        model = kwargs.pop("model", None)
+        text_encoder = text_encoder_folder(kwargs.pop("text_encoder", None))
+        return cls(
+            StageConfig.from_dict(dict(settings)),
+            model_config=dict(model) if model else None,
+            text_encoder=text_encoder,
+            **kwargs,
+        )
+
+    def write_model_config(self) -> str | None:
+        """``out/model_config.json`` (the stage-1 model block, as HWSIConfig); ``None`` if none."""
+        if not self.model_config:
+            return None
+        from hwsi_model.model.config import HWSIConfig
+
+        path = Path(self.out) / MODEL_CONFIG_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, json.dumps(HWSIConfig.from_dict(self.model_config).to_dict()))
+        return str(path)
+
+    def run(self, progress: bool = False):
+        """Train in this process (CPU or one GPU); returns the :class:`TrainResult`."""
+        from hwsi_model.training.entry import run_stage
+
+        return run_stage(
+            self.cfg, self.manifest, self.out, init=self.init,
+            model_config=self.write_model_config(), reports=self.reports,
+            instructions=self.instructions, instruction_format=self.instruction_format,
+            llm_path=self.llm, text_encoder_path=self.text_encoder, resume=self.resume,
+            progress=progress,
+        )  # fmt: skip
+
+    def entry_args(self) -> list[str]:
+        """Command line of :mod:`hwsi_model.training.entry` for a launcher: the settings go as
+        one file (``out/stage_settings.json``), written here."""
+        settings = Path(self.out) / SETTINGS_FILE
+        settings.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(settings, json.dumps(self.cfg.to_dict(), indent=2) + "\n")
+        args = ["--stage", str(self.cfg.stage), "--manifest", self.manifest, "--out", self.out,
+                "--config", str(settings), "--no-progress"]  # fmt: skip
+        for flag, value in (
+            ("--reports", self.reports),
+            ("--init", self.init),
+            ("--model-config", self.write_model_config()),
+            ("--llm", self.llm),
+            ("--text-encoder", self.text_encoder),
+        ):
+            if value:
+                args += [flag, str(value)]
+        if self.instructions:
+            args += ["--instructions", *map(str, self.instructions)]
+            args += ["--instruction-format", self.instruction_format]
+        if self.resume:
+            args.append("--resume")
+        return args
 
 
-def launch(args: list[str], gpus: int = 0) -> int:
-    """Run the entry point: in this process for 0-1 GPU, else ``torchrun`` on ``gpus`` GPUs."""
+def launch(run: StageRun, gpus: int = 0) -> int:
+    """Run ``run``: in this process for 0-1 GPU, else ``torchrun`` on ``gpus`` local GPUs."""
     if gpus <= 1:
-        from hwsi_model.training.entry import main
-
-        return main(args)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc_per_node={gpus}", "-m", "hwsi_model.training.entry", *args]  # fmt: skip
+        run.run()
+        return 0
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                f"--nproc_per_node={gpus}"]  # fmt: skip
+    cmd = [*torchrun, "-m", "hwsi_model.training.entry", *run.entry_args()]
     log.info("launching %s", " ".join(cmd))
     return subprocess.run(cmd, check=False).returncode
-
-
-def write_model_config(block: dict[str, Any] | None, path: str | Path) -> str | None:
-    """Write the ``training.model`` block (HWSIConfig keys) as JSON; ``None`` when absent."""
-    if not block:
-        return None
-    from hwsi_model.model.config import HWSIConfig
-
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    HWSIConfig.from_dict(block).save(path)
-    return str(path)
 
 
 def _split_top_level(text: str) -> list[str]:

@@ -42,7 +42,9 @@ def _cfg(stage: int, visual_input: str) -> StageConfig:
 
 def _train(folder: Path, cfg: StageConfig, cohort: dict, out: Path) -> tuple[HWSIModel, dict]:
     instr = [cohort["vqa_train"]] if cfg.stage == 3 else []
-    train, _ = build_datasets(cfg.stage, cohort["manifest"], cohort["reports"], instr)
+    train, _ = build_datasets(
+        cfg.stage, cohort["manifest"], cohort["reports"], instr, val_split=None
+    )
     model = load_stage_model(folder, cfg)
     start = {n: p.detach().clone() for n, p in model.named_parameters()}
     train_stage(model, cfg, train, out, progress=False)

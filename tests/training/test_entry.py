@@ -59,3 +59,17 @@ def test_shipped_gpu_settings_are_valid() -> None:
     for stage in (1, 2, 3):
         cfg = load_stage_settings(root / f"stage{stage}_gpu.yaml", stage)
         assert cfg.precision == "bf16" and cfg.deepspeed_config(8)["bf16"]["enabled"]
+
+
+def test_a_validation_split_without_text_is_an_error_not_silence(cohort) -> None:
+    """Validation slides whose items are missing stop the run (early stopping would silently
+    switch off); without validation (validate: false) the stage trains."""
+    from hwsi_model.training.entry import build_datasets
+
+    manifest, reports, train_only = cohort["manifest"], cohort["reports"], [cohort["vqa_train"]]
+    with pytest.raises(ValueError, match=r"split 'val' .*set validate: false"):
+        build_datasets(3, manifest, reports, train_only)
+    train, val = build_datasets(3, manifest, reports, train_only, val_split=None)
+    assert len(train) > 0 and val is None
+    _, val = build_datasets(3, manifest, reports, [*train_only, cohort["vqa_val"]])
+    assert val is not None and len(val) > 0

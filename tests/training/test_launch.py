@@ -13,14 +13,14 @@ from types import SimpleNamespace
 import pytest
 from train_helpers import tiny_model_config
 
+from hwsi_model.training.config import StageConfig
 from hwsi_model.training.launch import (
+    StageRun,
     deepspeed_hostfile,
-    entry_args,
     expand_nodelist,
     main,
     slurm_gpus_per_node,
     text_encoder_folder,
-    write_model_config,
     write_slurm_hostfile,
 )
 
@@ -32,22 +32,25 @@ class Files(SimpleNamespace):
         return getattr(self, key, default)
 
 
-def test_entry_args_drop_resources_and_resolve_minilm(tmp_path: Path) -> None:
-    args = entry_args(
-        3, "m.csv", "out", {"epochs": 2, "gpu": 1, "mem_mb": 9, "llm_tuning": "full"},
+def test_stage_run_validates_settings_and_hands_a_launcher_one_file(tmp_path: Path) -> None:
+    run = StageRun.from_settings(
+        {"stage": 3, "epochs": 2, "llm_tuning": "full"}, manifest="m.csv", out=str(tmp_path),
         reports="r.jsonl", instructions=["a.json", "b.json"], init="prev", resume=True,
+        model={"visual": {"ccaf": {"hidden_size": 8}}}, text_encoder="minilm",
     )  # fmt: skip
-    assert args[args.index("--set") + 1 :] == ["epochs=2", 'llm_tuning="full"', "--resume"]
-    assert args[args.index("--instructions") + 1 : args.index("--instructions") + 3] == [
-        "a.json",
-        "b.json",
-    ]
-    assert "--init" in args and "--model-config" not in args
-    assert Path(text_encoder_folder("minilm")).is_dir()
+    assert run.cfg.epochs == 2 and run.cfg.llm_tuning == "full"
+    assert Path(run.text_encoder).is_dir()  # "minilm" resolved to the offline package
+    args = run.entry_args()
+    settings = Path(args[args.index("--config") + 1])
+    assert StageConfig.load(settings) == run.cfg  # the settings travel as one file, not argv
+    assert "--set" not in args and args[-1] == "--resume"
+    i = args.index("--instructions")
+    assert args[i + 1 : i + 3] == ["a.json", "b.json"] and "--init" in args
+    model_cfg = json.loads(Path(args[args.index("--model-config") + 1]).read_text())
+    assert model_cfg["visual"]["ccaf"]["hidden_size"] == 8
+    with pytest.raises(ValueError, match="unknown training option"):
+        StageRun.from_settings({"stage": 1, "epoch": 2}, manifest="m.csv", out="o")
     assert text_encoder_folder("/x") == "/x"
-    assert write_model_config(None, tmp_path / "m.json") is None
-    written = write_model_config({"visual": {"ccaf": {"hidden_size": 8}}}, tmp_path / "m.json")
-    assert json.loads(Path(written).read_text())["visual"]["ccaf"]["hidden_size"] == 8
 
 
 def test_workflow_script_runs_stage1(cohort, tiny_text_encoder, tmp_path: Path) -> None:
@@ -63,8 +66,9 @@ def test_workflow_script_runs_stage1(cohort, tiny_text_encoder, tmp_path: Path) 
         output=Files(model=str(out / "model")),
         log=[str(tmp_path / "stage1.log")],
         params=SimpleNamespace(
-            stage=1, settings={"micro_batch_size": 3, "max_steps": 1, "gpu": 0}, model=model,
-            llm=None, text_encoder=str(tiny_text_encoder), resume=True, instruction_format="auto",
+            settings={"stage": 1, "micro_batch_size": 3, "max_steps": 1},
+            run={"model": model, "llm": None, "text_encoder": str(tiny_text_encoder)},
+            resume=True, instruction_format="auto",
         ),
         resources={"gpu": 0},
     )  # fmt: skip
