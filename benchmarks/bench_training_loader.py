@@ -49,8 +49,8 @@ def make_engine(cfg, model):
     import deepspeed
     import torch
 
-    from hwsi_model.training.engine import StageModule
     from hwsi_model.training.stage_model import configure_trainable
+    from hwsi_model.training.stage_module import StageModule
 
     configure_trainable(model, cfg)
     module = StageModule(model, cfg)

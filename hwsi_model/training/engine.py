@@ -1,6 +1,7 @@
 """The DeepSpeed training loop shared by the three stages.
 
-:func:`train_stage` wraps the model in :class:`StageModule` (stage 1: L_HC + L_CS in the alignment
+:func:`train_stage` drives a :class:`StageTrainer`: it wraps the model in
+:class:`~hwsi_model.training.stage_module.StageModule` (stage 1: L_HC + L_CS in the alignment
 space; stages 2-3: L_LM + the auxiliary losses in the LLM space), hands it with a
 ``torch.optim.AdamW`` (no compiled op) and a warm-up + cosine schedule to ``deepspeed.initialize``,
 and runs epochs of a :class:`~hwsi_model.training.sampler.ResumableSampler`. Output folder::
@@ -19,106 +20,33 @@ machine without GPU DeepSpeed runs on the CPU with gloo.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch import nn
 from torch.utils.data import DataLoader
 
 from hwsi_model.atomic import write_text_atomic
-from hwsi_model.data.pairs import PairDataset, TrainBatch, collate_examples
+from hwsi_model.data.pairs import PairDataset, collate_examples
 from hwsi_model.model.checkpoint import save_model_folder
-from hwsi_model.model.hierarchy import UnitEmbeddings
 from hwsi_model.model.mllm import HWSIModel, HWSIOutput
+from hwsi_model.training.checkpoints import CHECKPOINT_DIR, StageCheckpoints, run_fingerprint
 from hwsi_model.training.config import StageConfig, lr_lambda
 from hwsi_model.training.distributed import init_deepspeed_distributed
 from hwsi_model.training.loss_curves import LossLog, plot_losses
 from hwsi_model.training.sampler import ResumableSampler
 from hwsi_model.training.stage_model import configure_trainable
+from hwsi_model.training.stage_module import StageModule
+
+__all__ = ["CHECKPOINT_DIR", "MODEL_DIR", "StageTrainer", "TrainResult", "train_stage"]
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_DIR = "checkpoints"
 MODEL_DIR = "model"
-
-
-# -- the per-stage forward --------------------------------------------------------------------
-
-
-def _stack_units(parts: list[dict[str, UnitEmbeddings]]) -> dict[str, UnitEmbeddings]:
-    """Concatenate per-report ``[1, T_i, D]`` units into ``[B, max T, D]`` with masks."""
-    out = {}
-    for scale in parts[0]:
-        T = max(p[scale].emb.shape[1] for p in parts)
-        D = parts[0][scale].emb.shape[2]
-        emb = parts[0][scale].emb.new_zeros(len(parts), T, D)
-        mask = torch.zeros(len(parts), T, dtype=torch.bool, device=emb.device)
-        for i, p in enumerate(parts):
-            t = p[scale].emb.shape[1]
-            emb[i, :t], mask[i, :t] = p[scale].emb[0], p[scale].mask[0]
-        out[scale] = UnitEmbeddings(emb, mask)
-    return out
-
-
-class StageModule(nn.Module):
-    """What DeepSpeed wraps: ``forward(TrainBatch) -> HWSIOutput`` for one stage.
-
-    Stage 1 with a frozen text encoder encodes each report's views once and reuses them
-    (the text encoder gets no gradient, so its outputs never change).
-    """
-
-    def __init__(self, model: HWSIModel, config: StageConfig):
-        super().__init__()
-        self.model = model
-        self.stage = config.stage
-        self.aux = config.aux_losses
-        self._text_cache: dict[str, dict[str, UnitEmbeddings]] = {}
-
-    def train(self, mode: bool = True) -> StageModule:
-        """Frozen sub-models (text encoder unless trained, the LLM in stage 2) stay in eval mode:
-        no dropout noise in features that get no gradient (and reproducible resumes)."""
-        super().train(mode)
-        te, llm = self.model.text_encoder, self.model.llm
-        if te is not None and not te.trainable:
-            te.eval()
-        if llm is not None and self.stage == 2:
-            llm.eval()
-        return self
-
-    def _stage1_text(self, batch: TrainBatch) -> dict[str, UnitEmbeddings]:
-        te = self.model.text_encoder
-        if te is None:
-            raise RuntimeError("stage 1 needs a text encoder")
-        if batch.views is None:
-            raise ValueError("stage 1 needs a report for every slide")
-        if te.trainable:
-            return te.encode_views(batch.views)
-        parts = []
-        for v in batch.views:
-            key = v.paragraph
-            if key not in self._text_cache:
-                with torch.no_grad():
-                    self._text_cache[key] = te.encode_views([v])
-            parts.append(self._text_cache[key])
-        return _stack_units(parts)
-
-    def forward(self, batch: TrainBatch) -> HWSIOutput:
-        device = next(self.model.visual.parameters()).device
-        slides = batch.slides.to(device)
-        if self.stage == 1:
-            return self.model.alignment_losses(slides, text=self._stage1_text(batch))
-        enc = {
-            k: v.to(device) for k, v in self.model.processor(batch.questions, batch.answers).items()
-        }
-        views = batch.views if self.aux else None
-        return self.model(slides, **enc, views=views)
 
 
 # -- the loop ---------------------------------------------------------------------------------
@@ -171,28 +99,252 @@ def validation_loss(engine, ds: PairDataset, cfg: StageConfig, rank: int, world:
     return float(total[0] / total[1].clamp(min=1))
 
 
-def _prune_checkpoints(ckpt_dir: Path, keep: int) -> None:
-    tags = sorted(p for p in ckpt_dir.glob("step*") if p.is_dir())
-    for p in tags[: max(0, len(tags) - keep)]:
-        shutil.rmtree(p, ignore_errors=True)
+class _StepMeter:
+    """Losses, samples and tokens of the micro-batches of one optimizer step."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.loss, self.n, self.samples, self.tokens = 0.0, 0, 0, 0
+        self.parts: dict[str, float | None] = {"lm": None, "hc": None, "cs": None}
+        self.t0 = time.perf_counter()
+
+    def add(self, result: HWSIOutput, batch_size: int, world: int) -> None:
+        self.loss += float(result.loss.detach())
+        for key, value in (("lm", result.lm_loss), ("hc", result.hc_loss), ("cs", result.cs_loss)):
+            if value is not None:
+                self.parts[key] = (self.parts[key] or 0.0) + float(value.detach())
+        self.n += 1
+        self.samples += batch_size * world
+        if result.attention_mask is not None:
+            self.tokens += int(result.attention_mask.sum()) * world
+
+    def row(self, step: int, epoch: int, lr: float) -> dict:
+        dt, n = max(time.perf_counter() - self.t0, 1e-9), self.n
+        parts = {f"{k}_loss": None if v is None else v / n for k, v in self.parts.items()}
+        rates = {"samples_per_s": self.samples / dt, "tokens_per_s": self.tokens / dt}
+        return {"step": step, "epoch": epoch, "split": "train", "loss": self.loss / n, **parts,
+                "lr": lr, **rates}  # fmt: skip
 
 
-FINGERPRINT_FILE = "run_fingerprint.txt"
+class StageTrainer:
+    """One stage run: set-up (:meth:`__init__`), resume (:meth:`resume`), the epochs
+    (:meth:`run`: the step loop, then validation and early stopping per epoch) and the outputs
+    (:meth:`finish`). :func:`train_stage` drives it."""
 
+    def __init__(
+        self,
+        model: HWSIModel,
+        cfg: StageConfig,
+        train_ds: PairDataset,
+        out_dir: str | Path,
+        val_ds: PairDataset | None = None,
+        stop_at_step: int | None = None,
+    ) -> None:
+        self.rank, self.world = init_deepspeed_distributed()
+        self.model, self.cfg, self.train_ds, self.val_ds = model, cfg, train_ds, val_ds
+        self.stop_at_step = stop_at_step
+        self.out = Path(out_dir)
+        if self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+            cfg.save(self.out / "stage_config.json")
+        torch.manual_seed(cfg.seed)
+        if not configure_trainable(model, cfg):
+            raise RuntimeError(f"stage {cfg.stage}: nothing to train")
+        module = StageModule(model, cfg)
+        params = [p for p in module.parameters() if p.requires_grad]
+        self.sampler = ResumableSampler(
+            len(train_ds), seed=cfg.seed, rank=self.rank, world_size=self.world
+        )
+        self.steps_per_epoch, self.total_steps = self._plan_steps()
+        # The fingerprint before ZeRO partitions anything.
+        self.checkpoints = StageCheckpoints(
+            self.out, run_fingerprint(cfg, params), cfg.keep_checkpoints, self.rank
+        )
+        self.engine = self._deepspeed_engine(module, params)
+        self.state = {
+            "step": 0, "epoch": 0, "micro_in_epoch": 0, "best_val": math.inf, "bad_epochs": 0,
+        }  # fmt: skip
+        self.resumed_from: int | None = None
+        self.losses = LossLog(self.out / "loss.csv", enabled=self.rank == 0)
+        self.first_loss: float | None = None
+        self.last_loss: float | None = None
+        self.n_samples = 0
+        self.val_losses: list[float] = []
+        self.stopped_early = False
+        self.seconds = 0.0
 
-def run_fingerprint(cfg, params: list[torch.Tensor]) -> str:
-    """Identity of a run: its stage settings and its starting trainable weights (a sample of
-    each tensor, so that a multi-GB model is not hashed whole)."""
-    h = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True, default=str).encode())
-    for p in params:
-        h.update(str(tuple(p.shape)).encode())
-        h.update(p.detach().reshape(-1)[:1024].float().cpu().numpy().tobytes())
-    return h.hexdigest()[:16]
+    def _plan_steps(self) -> tuple[int, int]:
+        """Optimizer steps per epoch and in all (``epochs``, capped by ``max_steps``)."""
+        cfg = self.cfg
+        micro = len(self.sampler.epoch_indices(0)) // cfg.micro_batch_size
+        per_epoch = micro // cfg.grad_accum
+        if per_epoch == 0:
+            raise ValueError(
+                f"{len(self.train_ds)} training examples are too few for micro-batch "
+                f"{cfg.micro_batch_size} x accumulation {cfg.grad_accum} x {self.world} rank(s)"
+            )
+        total = cfg.epochs * per_epoch
+        return per_epoch, total if cfg.max_steps is None else min(total, cfg.max_steps)
 
+    def _deepspeed_engine(self, module: StageModule, params: list[torch.Tensor]):
+        """``deepspeed.initialize`` with a ``torch.optim.AdamW`` (no compiled op) and the
+        warm-up + schedule of :func:`~hwsi_model.training.config.lr_lambda`."""
+        import deepspeed
 
-def _same_run(ckpt_dir: Path, fingerprint: str) -> bool:
-    f = ckpt_dir / FINGERPRINT_FILE
-    return f.is_file() and f.read_text().strip() == fingerprint
+        cfg = self.cfg
+        optimizer = torch.optim.AdamW(
+            params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay
+        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, self.total_steps))
+        engine, _, _, _ = deepspeed.initialize(
+            model=module,
+            optimizer=optimizer,
+            lr_scheduler=scheduler,
+            model_parameters=params,
+            config=cfg.deepspeed_config(self.world),
+        )
+        return engine
+
+    def resume(self) -> None:
+        """Continue from this run's latest checkpoint, keeping its loss rows up to that step."""
+        client = self.checkpoints.resume(self.engine, self.cfg.stage)
+        if client is None:
+            return
+        self.state.update({k: client[k] for k in self.state if k in client})
+        self.resumed_from = self.state["step"]
+        self.losses = LossLog(
+            self.out / "loss.csv", keep_until=self.resumed_from or None, enabled=self.rank == 0
+        )
+
+    def checkpoint(self) -> None:
+        # The loss rows up to this step are on disk before the checkpoint becomes ``latest``: a
+        # process killed at any point (SIGKILL) resumes with its whole loss history.
+        self.losses.flush()
+        self.checkpoints.save(self.engine, self.state)
+
+    @property
+    def _stop_requested(self) -> bool:
+        return self.stop_at_step is not None and self.state["step"] >= self.stop_at_step
+
+    def run(self, progress: bool = True) -> None:
+        """The epochs: steps, then (at each epoch's end) validation, early stopping and a
+        checkpoint, until the last step, early stopping or ``stop_at_step``."""
+        from tqdm.auto import tqdm
+
+        cfg, state = self.cfg, self.state
+        bar = tqdm(total=self.total_steps, initial=state["step"], desc=f"stage {cfg.stage}",
+                   disable=not progress or self.rank != 0)  # fmt: skip
+        self.engine.train()
+        t_start = time.perf_counter()
+        while state["step"] < self.total_steps and state["epoch"] < cfg.epochs:
+            epoch_done = self._run_epoch(bar)
+            if not epoch_done or self._stop_requested:
+                break  # max_steps (or stop_at_step) reached inside the epoch
+            state["epoch"] += 1
+            state["micro_in_epoch"] = 0
+            self._end_of_epoch()
+            if state["step"] < self.total_steps and not self.stopped_early:
+                self.checkpoint()
+            if self.stopped_early:
+                break
+        bar.close()
+        self.checkpoint()
+        self.seconds = time.perf_counter() - t_start
+
+    def _run_epoch(self, bar) -> bool:
+        """Optimizer steps through the rest of the epoch; True when the epoch was completed."""
+        cfg, state, engine = self.cfg, self.state, self.engine
+        micro_per_epoch = self.steps_per_epoch * cfg.grad_accum
+        self.sampler.set_epoch(state["epoch"], start=state["micro_in_epoch"] * cfg.micro_batch_size)
+        loader = _loader(self.train_ds, self.sampler, cfg.micro_batch_size, cfg.num_workers,
+                         drop_last=True)  # fmt: skip
+        meter = _StepMeter()
+        for batch in loader:
+            if state["micro_in_epoch"] >= micro_per_epoch:
+                break
+            result = engine(batch)
+            engine.backward(result.loss)
+            engine.step()
+            state["micro_in_epoch"] += 1
+            meter.add(result, len(batch), self.world)
+            if state["micro_in_epoch"] % cfg.grad_accum:
+                continue
+            state["step"] += 1
+            self._log_step(meter.row(state["step"], state["epoch"], engine.get_lr()[0]), meter, bar)
+            meter.reset()
+            if state["step"] >= self.total_steps or self._stop_requested:
+                break
+            if cfg.checkpoint_every and state["step"] % cfg.checkpoint_every == 0:
+                self.checkpoint()
+        return state["micro_in_epoch"] >= micro_per_epoch
+
+    def _log_step(self, row: dict, meter: _StepMeter, bar) -> None:
+        self.losses.add(row)
+        self.n_samples += meter.samples
+        self.first_loss = row["loss"] if self.first_loss is None else self.first_loss
+        self.last_loss = row["loss"]
+        bar.update(1)
+        bar.set_postfix(loss=f"{row['loss']:.4f}", sps=f"{row['samples_per_s']:.1f}",
+                        tps=f"{row['tokens_per_s']:.0f}")  # fmt: skip
+        if row["step"] % max(1, self.cfg.log_every) == 0:
+            log.info(
+                "stage %d step %d/%d loss %.4f lr %.2e %.1f samples/s %.0f tokens/s",
+                self.cfg.stage, row["step"], self.total_steps, row["loss"], row["lr"],
+                row["samples_per_s"], row["tokens_per_s"],
+            )  # fmt: skip
+
+    def _end_of_epoch(self) -> None:
+        """Validation loss of the finished epoch; early stopping after ``patience`` epochs
+        without a better one."""
+        cfg, state = self.cfg, self.state
+        if self.val_ds is None or not cfg.validate:
+            return
+        v = validation_loss(self.engine, self.val_ds, cfg, self.rank, self.world)
+        self.val_losses.append(v)
+        self.losses.add({"step": state["step"], "epoch": state["epoch"] - 1, "split": "val",
+                         "loss": v})  # fmt: skip
+        log.info("stage %d epoch %d validation loss %.4f", cfg.stage, state["epoch"], v)
+        if v < state["best_val"] - 1e-6:
+            state["best_val"], state["bad_epochs"] = v, 0
+        else:
+            state["bad_epochs"] += 1
+        patience = cfg.early_stopping_patience
+        if patience is not None and state["bad_epochs"] >= patience:
+            log.info("early stopping after %d epochs without improvement", patience)
+            self.stopped_early = True
+
+    def finish(self) -> TrainResult:
+        """The model folder (unless stopped at ``stop_at_step``), the loss plot, metrics.json."""
+        cfg, state = self.cfg, self.state
+        model_dir = self.out / MODEL_DIR
+        if not (self.stop_at_step is not None and state["step"] < self.total_steps):
+            _save_final(self.engine, self.model, cfg, model_dir, self.rank)
+        self.losses.flush()
+        if self.rank == 0:
+            plot_losses(self.losses.rows, self.out / "loss.png", title=f"stage {cfg.stage}")
+        best = state["best_val"]
+        result = TrainResult(
+            stage=cfg.stage,
+            steps=state["step"],
+            epochs_done=state["epoch"],
+            total_steps=self.total_steps,
+            resumed_from=self.resumed_from,
+            first_loss=self.first_loss,
+            last_loss=self.last_loss,
+            best_val_loss=None if math.isinf(best) else best,
+            stopped_early=self.stopped_early,
+            seconds=self.seconds,
+            samples_per_s=self.n_samples / max(self.seconds, 1e-9),
+            model_dir=str(model_dir),
+            val_losses=self.val_losses,
+        )
+        if self.rank == 0:
+            write_text_atomic(
+                self.out / "metrics.json", json.dumps(result.__dict__, indent=2) + "\n"
+            )
+        return result
 
 
 def train_stage(
@@ -210,221 +362,11 @@ def train_stage(
     ``stop_at_step`` ends the run after that optimizer step with a checkpoint but without the
     final model folder, as a job killed by its time limit would (then run again with ``resume``).
     """
-    rank, world = init_deepspeed_distributed()
-    import deepspeed
-
-    out = Path(out_dir)
-    ckpt_dir = out / CHECKPOINT_DIR
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        cfg.save(out / "stage_config.json")
-    torch.manual_seed(cfg.seed)
-    trainable = configure_trainable(model, cfg)
-    if not trainable:
-        raise RuntimeError(f"stage {cfg.stage}: nothing to train")
-    module = StageModule(model, cfg)
-    params = [p for p in module.parameters() if p.requires_grad]
-
-    sampler = ResumableSampler(len(train_ds), seed=cfg.seed, rank=rank, world_size=world)
-    micro_per_epoch = len(sampler.epoch_indices(0)) // cfg.micro_batch_size
-    steps_per_epoch = micro_per_epoch // cfg.grad_accum
-    if steps_per_epoch == 0:
-        raise ValueError(
-            f"{len(train_ds)} training examples are too few for micro-batch "
-            f"{cfg.micro_batch_size} x accumulation {cfg.grad_accum} x {world} rank(s)"
-        )
-    total_steps = cfg.epochs * steps_per_epoch
-    if cfg.max_steps is not None:
-        total_steps = min(total_steps, cfg.max_steps)
-
-    fingerprint = run_fingerprint(cfg, params)  # before ZeRO partitions anything
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, total_steps))
-    engine, _, _, _ = deepspeed.initialize(
-        model=module,
-        optimizer=optimizer,
-        lr_scheduler=scheduler,
-        model_parameters=params,
-        config=cfg.deepspeed_config(world),
-    )
-    state = {"step": 0, "epoch": 0, "micro_in_epoch": 0, "best_val": math.inf, "bad_epochs": 0}
-    resumed_from = None
-    if resume and (ckpt_dir / "latest").exists() and not _same_run(ckpt_dir, fingerprint):
-        # Settings or starting weights changed (e.g. more epochs, a retrained previous stage):
-        # the checkpoint belongs to another run, continuing it would mix the two.
-        log.warning(
-            "stage %d: checkpoints in %s are from other settings or starting weights; "
-            "training this stage afresh",
-            cfg.stage,
-            ckpt_dir,
-        )
-        shutil.rmtree(ckpt_dir, ignore_errors=True)
-    if resume and (ckpt_dir / "latest").exists():
-        path, client = engine.load_checkpoint(str(ckpt_dir), load_module_strict=False)
-        if path is None:
-            raise RuntimeError(f"could not load the checkpoint in {ckpt_dir}")
-        rng = client.pop("rng", None)
-        state.update({k: client[k] for k in state if k in client})
-        if rng is not None:
-            torch.set_rng_state(rng)
-        resumed_from = state["step"]
-        log.info("resumed from %s at step %d (epoch %d)", path, state["step"], state["epoch"])
-
-    losses = LossLog(
-        out / "loss.csv", keep_until=state["step"] if resumed_from else None, enabled=rank == 0
-    )
-
-    def checkpoint() -> None:
-        # Before the checkpoint becomes ``latest``: the loss rows up to this step (and, for a
-        # first checkpoint, the run's fingerprint) are on disk, so a process killed at any point
-        # (SIGKILL) resumes with its whole loss history, its first checkpoint included.
-        losses.flush()
-        if rank == 0 and not (ckpt_dir / "latest").exists():
-            ckpt_dir.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(ckpt_dir / FINGERPRINT_FILE, fingerprint)
-        client = {**state, "rng": torch.get_rng_state()}
-        engine.save_checkpoint(
-            str(ckpt_dir),
-            tag=f"step{state['step']:07d}",
-            client_state=client,
-            exclude_frozen_parameters=True,
-        )
-        if rank == 0:
-            write_text_atomic(ckpt_dir / FINGERPRINT_FILE, fingerprint)
-            _prune_checkpoints(ckpt_dir, cfg.keep_checkpoints)
-
-    from tqdm.auto import tqdm
-
-    bar = tqdm(
-        total=total_steps,
-        initial=state["step"],
-        disable=not progress or rank != 0,
-        desc=f"stage {cfg.stage}",
-    )
-    engine.train()
-    t_start = time.perf_counter()
-    n_samples, first_loss, last_loss, stopped_early = 0, None, None, False
-    val_losses: list[float] = []
-    fresh = {"loss": 0.0, "lm": None, "hc": None, "cs": None, "n": 0, "samples": 0, "tokens": 0}
-    acc = dict(fresh)
-    t_step = time.perf_counter()
-    while state["step"] < total_steps and state["epoch"] < cfg.epochs:
-        sampler.set_epoch(state["epoch"], start=state["micro_in_epoch"] * cfg.micro_batch_size)
-        loader = _loader(train_ds, sampler, cfg.micro_batch_size, cfg.num_workers, drop_last=True)
-        for batch in loader:
-            if state["micro_in_epoch"] >= steps_per_epoch * cfg.grad_accum:
-                break
-            result = engine(batch)
-            engine.backward(result.loss)
-            engine.step()
-            state["micro_in_epoch"] += 1
-            acc["loss"] += float(result.loss.detach())
-            for key, value in (
-                ("lm", result.lm_loss),
-                ("hc", result.hc_loss),
-                ("cs", result.cs_loss),
-            ):
-                if value is not None:
-                    acc[key] = (acc[key] or 0.0) + float(value.detach())
-            acc["n"] += 1
-            acc["samples"] += len(batch) * world
-            if result.attention_mask is not None:
-                acc["tokens"] += int(result.attention_mask.sum()) * world
-            if state["micro_in_epoch"] % cfg.grad_accum:
-                continue
-            state["step"] += 1
-            dt = max(time.perf_counter() - t_step, 1e-9)
-            n = acc["n"]
-            row = {
-                "step": state["step"],
-                "epoch": state["epoch"],
-                "split": "train",
-                "loss": acc["loss"] / n,
-                "lm_loss": None if acc["lm"] is None else acc["lm"] / n,
-                "hc_loss": None if acc["hc"] is None else acc["hc"] / n,
-                "cs_loss": None if acc["cs"] is None else acc["cs"] / n,
-                "lr": engine.get_lr()[0],
-                "samples_per_s": acc["samples"] / dt,
-                "tokens_per_s": acc["tokens"] / dt,
-            }
-            losses.add(row)
-            n_samples += acc["samples"]
-            first_loss = row["loss"] if first_loss is None else first_loss
-            last_loss = row["loss"]
-            bar.update(1)
-            bar.set_postfix(
-                loss=f"{row['loss']:.4f}",
-                sps=f"{row['samples_per_s']:.1f}",
-                tps=f"{row['tokens_per_s']:.0f}",
-            )
-            if state["step"] % max(1, cfg.log_every) == 0:
-                log.info(
-                    "stage %d step %d/%d loss %.4f lr %.2e %.1f samples/s %.0f tokens/s",
-                    cfg.stage, state["step"], total_steps, row["loss"], row["lr"],
-                    row["samples_per_s"], row["tokens_per_s"],
-                )  # fmt: skip
-            acc = dict(fresh)
-            t_step = time.perf_counter()
-            if state["step"] >= total_steps:
-                break
-            if stop_at_step is not None and state["step"] >= stop_at_step:
-                break
-            if cfg.checkpoint_every and state["step"] % cfg.checkpoint_every == 0:
-                checkpoint()
-        epoch_done = state["micro_in_epoch"] >= steps_per_epoch * cfg.grad_accum
-        if not epoch_done or (stop_at_step is not None and state["step"] >= stop_at_step):
-            break  # max_steps (or stop_at_step) reached inside the epoch
-        state["epoch"] += 1
-        state["micro_in_epoch"] = 0
-        if val_ds is not None and cfg.validate:
-            v = validation_loss(engine, val_ds, cfg, rank, world)
-            val_losses.append(v)
-            losses.add(
-                {"step": state["step"], "epoch": state["epoch"] - 1, "split": "val", "loss": v}
-            )
-            log.info("stage %d epoch %d validation loss %.4f", cfg.stage, state["epoch"], v)
-            if v < state["best_val"] - 1e-6:
-                state["best_val"], state["bad_epochs"] = v, 0
-            else:
-                state["bad_epochs"] += 1
-            patience = cfg.early_stopping_patience
-            if patience is not None and state["bad_epochs"] >= patience:
-                log.info("early stopping after %d epochs without improvement", patience)
-                stopped_early = True
-        if state["step"] < total_steps and not stopped_early:
-            checkpoint()
-        if stopped_early:
-            break
-    bar.close()
-    checkpoint()
-    seconds = time.perf_counter() - t_start
-    interrupted = stop_at_step is not None and state["step"] < total_steps
-
-    model_dir = out / MODEL_DIR
-    if not interrupted:
-        _save_final(engine, model, cfg, model_dir, rank)
-    losses.flush()
-    if rank == 0:
-        plot_losses(losses.rows, out / "loss.png", title=f"stage {cfg.stage}")
-    best = state["best_val"]
-    result = TrainResult(
-        stage=cfg.stage,
-        steps=state["step"],
-        epochs_done=state["epoch"],
-        total_steps=total_steps,
-        resumed_from=resumed_from,
-        first_loss=first_loss,
-        last_loss=last_loss,
-        best_val_loss=None if math.isinf(best) else best,
-        stopped_early=stopped_early,
-        seconds=seconds,
-        samples_per_s=n_samples / max(seconds, 1e-9),
-        model_dir=str(model_dir),
-        val_losses=val_losses,
-    )
-    if rank == 0:
-        write_text_atomic(out / "metrics.json", json.dumps(result.__dict__, indent=2) + "\n")
-    return result
+    trainer = StageTrainer(model, cfg, train_ds, out_dir, val_ds, stop_at_step)
+    if resume:
+        trainer.resume()
+    trainer.run(progress)
+    return trainer.finish()
 
 
 def _save_final(engine, model: HWSIModel, cfg: StageConfig, model_dir: Path, rank: int) -> None:

@@ -14,7 +14,8 @@ import time
 
 from train_helpers import tiny_model_config
 
-from hwsi_model.training.engine import CHECKPOINT_DIR, FINGERPRINT_FILE, MODEL_DIR
+from hwsi_model.training.checkpoints import CHECKPOINT_DIR, FINGERPRINT_FILE
+from hwsi_model.training.engine import MODEL_DIR
 
 TOTAL = 30  # 6 training slides, micro-batch 3: 2 steps per epoch, 15 epochs
 
