@@ -80,9 +80,10 @@ def peak_rss_embed(slide: Path, tiles_store: Path, enc_dir: Path, out: Path) -> 
         + f"""
 import sys
 from hwsi_model.embed.extract import ExtractParams
-from hwsi_model.embed.steps import embed_patches_step
-embed_patches_step({str(slide)!r}, "s", {str(tiles_store)!r}, "tiny-vit", {str(enc_dir)!r},
-                   {str(out)!r}, ExtractParams(num_workers=0), None)
+from hwsi_model.embed.steps import EncoderRun, embed_patches_step
+from hwsi_model.samples import Sample
+run = EncoderRun("tiny-vit", {str(enc_dir)!r}, ExtractParams(num_workers=0))
+embed_patches_step(Sample("s", {str(slide)!r}), {str(tiles_store)!r}, run, {str(out)!r})
 print(vm_hwm_mb())
 """
     )

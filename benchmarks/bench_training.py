@@ -124,10 +124,10 @@ def main() -> None:
     from hwsi_model.evaluation.runner import alignment_metrics, evaluate_models
     from hwsi_model.logs import setup_logging
     from hwsi_model.model.checkpoint import load_model_folder
-    from hwsi_model.model.config import HWSIConfig
-    from hwsi_model.training.config import StageConfig
+    from hwsi_model.model.configuration import HWSIConfig
     from hwsi_model.training.entry import run_stage
     from hwsi_model.training.launch import text_encoder_folder
+    from hwsi_model.training.stage_config import StageConfig
 
     p = argparse.ArgumentParser()
     p.add_argument("--slides", type=int, default=30)

@@ -27,8 +27,8 @@ log = logging.getLogger("bench_training_loader")
 
 
 def build(stage: int, results: Path, cohort: Path, micro_batch: int):
-    from hwsi_model.training.config import StageConfig
     from hwsi_model.training.entry import _model_config, build_datasets
+    from hwsi_model.training.stage_config import StageConfig
     from hwsi_model.training.stage_model import load_stage_model, new_stage1_model
 
     cfg = StageConfig(stage=stage, micro_batch_size=micro_batch, epochs=1000, lr=1e-4)

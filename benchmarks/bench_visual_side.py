@@ -39,7 +39,7 @@ import time
 import torch
 
 from hwsi_model.model.batch import SlideTensors, collate_slides
-from hwsi_model.model.config import (
+from hwsi_model.model.configuration import (
     CCAFConfig,
     ProjectorConfig,
     RegionEncoderConfig,

@@ -52,7 +52,7 @@ def _cmd_info(args: argparse.Namespace) -> None:
 def _workflow_config(configfile: str | None = "config.yaml") -> dict:
     """The workflow config the defaults of a command come from: ``configfile`` when it exists,
     else the schema's defaults (so the CLI and the workflow never disagree)."""
-    from hwsi_model.config import load_config, validate_config
+    from hwsi_model.workflow_config import load_config, validate_config
 
     if configfile and Path(configfile).is_file():
         return load_config(configfile)
@@ -84,8 +84,8 @@ def _cmd_tile(args: argparse.Namespace) -> None:
 
 
 def _cmd_segment(args: argparse.Namespace) -> None:
-    from hwsi_model.cells.adhoc import segment_input
     from hwsi_model.cells.model_registry import load_stardist
+    from hwsi_model.cells.single_image import segment_input
 
     region = None
     if args.region:
@@ -130,8 +130,8 @@ def _cmd_check(args: argparse.Namespace) -> None:
 
 
 def _cmd_check_config(args: argparse.Namespace) -> None:
-    from hwsi_model.config import load_config
     from hwsi_model.samples import read_sample_sheet
+    from hwsi_model.workflow_config import load_config
 
     cfg = load_config(args.config)
     samples = read_sample_sheet(cfg["samples"])

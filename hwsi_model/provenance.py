@@ -182,7 +182,7 @@ def describe(
 
     Args:
         config_hash: hash of the parameters the output depends on (see
-            :func:`hwsi_model.config.config_hash`).
+            :func:`hwsi_model.workflow_config.config_hash`).
         inputs: name -> input path (fingerprinted with :func:`input_fingerprint`), or an already
             built fingerprint dict; ``None`` entries are left out.
     """

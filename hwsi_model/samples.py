@@ -9,8 +9,8 @@ from pathlib import Path
 import jsonschema
 import pandas as pd
 
-from hwsi_model.config import load_schema
 from hwsi_model.errors import SampleSheetError
+from hwsi_model.workflow_config import load_schema
 
 OPTIONAL_COLUMNS = ("mpp", "split", "label", "cohort")
 

@@ -5,7 +5,7 @@ import os
 
 from snakemake.logging import logger
 
-from hwsi_model.config import config_hash, require
+from hwsi_model.workflow_config import config_hash, require
 from hwsi_model.data.layout import TRAINING_RUN, OutputLayout, parse_training_run
 from hwsi_model.samples import read_sample_sheet
 

@@ -16,11 +16,13 @@ from hwsi_model.data.stores.tiles import read_tiles
 from hwsi_model.demo.pyramid_tiff import write_pyramid_tiff
 from hwsi_model.embed.extract import ExtractParams
 from hwsi_model.embed.steps import (
+    EncoderRun,
     build_cache_step,
     embed_cells_step,
     embed_patches_step,
     select_step,
 )
+from hwsi_model.samples import Sample
 from hwsi_model.tiling.steps import tiling_step, tissue_step
 from hwsi_model.tiling.tissue import TissueParams
 
@@ -88,27 +90,21 @@ def run_chain(out: Path, slide: Path, sid: str, encoder: Path, steps: int = 7) -
             config_hash="tiles0",
         ),
         lambda: embed_patches_step(
-            str(slide),
-            sid,
+            Sample(sid, str(slide)),
             paths["tiles"],
-            "tiny-vit",
-            str(encoder),
+            EncoderRun("tiny-vit", str(encoder), params),
             paths["embeddings"],
-            params,
             config_hash="emb0",
         ),
         lambda: select_step(paths["embeddings"], paths["tiles"], paths["selection"], 4, TOP_K),
         lambda: fake_cells(paths["tiles"], paths["selection"], paths["cells"]),
         lambda: embed_cells_step(
-            str(slide),
-            sid,
+            Sample(sid, str(slide)),
             paths["tiles"],
             paths["selection"],
             paths["cells"],
-            "tiny-vit",
-            str(encoder),
+            EncoderRun("tiny-vit", str(encoder), params),
             paths["cell_embeddings"],
-            params,
             TOP_K,
             config_hash="cemb0",
         ),

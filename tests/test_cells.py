@@ -222,7 +222,7 @@ def test_corrupt_slide_gives_a_clear_error(trained, tiled, tmp_path):
 
 def test_real_he_images(model, slides_dir, tmp_path):
     """Real H&E: the demo model finds nuclei of plausible size (areas in um^2)."""
-    from hwsi_model.cells.adhoc import segment_input
+    from hwsi_model.cells.single_image import segment_input
 
     histo = slides_dir.parent / "tiles" / "histo.jpg"
     # A model trained on synthetic nuclei is unsure on real tissue: a fixed threshold keeps

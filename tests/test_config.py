@@ -3,8 +3,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hwsi_model.config import config_hash, load_config, load_schema, require, validate_config
 from hwsi_model.errors import ConfigError
+from hwsi_model.workflow_config import (
+    config_hash,
+    load_config,
+    load_schema,
+    require,
+    validate_config,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -68,7 +74,7 @@ def test_stage_settings_in_the_schema_are_the_stage_config_fields():
     """A typo in training.stageN fails when the config is read, not when the stage starts."""
     from dataclasses import fields
 
-    from hwsi_model.training.config import StageConfig
+    from hwsi_model.training.stage_config import StageConfig
 
     stage = load_schema("config")["properties"]["training"]["properties"]["stage1"]
     set_by_the_workflow = {"stage", "visual_input"}

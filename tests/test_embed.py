@@ -147,7 +147,8 @@ def test_embeddings_identical_across_runs_and_worker_counts(cmu_slide, tmp_path)
     from hwsi_model.data.stores.patch_embeddings import read_embeddings
     from hwsi_model.demo.tiny_encoder import build_tiny_encoder
     from hwsi_model.embed.extract import ExtractParams
-    from hwsi_model.embed.steps import embed_patches_step
+    from hwsi_model.embed.steps import EncoderRun, embed_patches_step
+    from hwsi_model.samples import Sample
 
     tissue_step(cmu_slide, "cmu", tmp_path / "t", TissueParams())
     tiling_step("cmu", tmp_path / "t", tmp_path / "cmu.zarr", tmp_path / "qc.png", region_size=4)
@@ -157,13 +158,10 @@ def test_embeddings_identical_across_runs_and_worker_counts(cmu_slide, tmp_path)
         out = tmp_path / f"emb{i}.zarr"
         params = ExtractParams(num_workers=workers, rows_per_item=7)
         embed_patches_step(
-            str(cmu_slide),
-            "cmu",
+            Sample("cmu", str(cmu_slide)),
             tmp_path / "cmu.zarr",
-            "tiny-vit",
-            str(tmp_path / "enc"),
+            EncoderRun("tiny-vit", str(tmp_path / "enc"), params),
             out,
-            params,
         )
         outs.append(read_embeddings(out))
     emb, attrs = outs[0]

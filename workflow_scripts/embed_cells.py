@@ -3,25 +3,22 @@
 import sys
 
 from hwsi_model.embed.extract import ExtractParams
-from hwsi_model.embed.steps import embed_cells_step
+from hwsi_model.embed.steps import EncoderRun, embed_cells_step
 from hwsi_model.logs import run_reporting_errors
+from hwsi_model.samples import Sample
 
 
 def main(smk) -> int:
     p = smk.params
     return run_reporting_errors(
         lambda: embed_cells_step(
-            smk.input.slide,
-            smk.wildcards.slide,
+            Sample(smk.wildcards.slide, smk.input.slide, float(p.mpp_override) or None),
             smk.input.tiles,
             smk.input.selection,
             smk.input.cells,
-            p.encoder,
-            p.checkpoint,
+            EncoderRun(p.encoder, p.checkpoint, ExtractParams(**p.extract)),
             smk.output[0],
-            ExtractParams(**p.extract),
             top_k=p.top_k,
-            mpp_override=float(p.mpp_override) or None,
             config_hash=p.config_hash,
         ),
         log_file=smk.log[0],

@@ -4,7 +4,12 @@
 import logging
 import sys
 
-from hwsi_model.evaluation.pipeline import run_evaluation, summary_lines
+from hwsi_model.evaluation.pipeline import (
+    EvaluationInputs,
+    ReportSettings,
+    run_evaluation,
+    summary_lines,
+)
 from hwsi_model.evaluation.runner import EvalConfig
 from hwsi_model.logs import run_reporting_errors
 
@@ -16,22 +21,21 @@ def main(smk) -> int:
     )
 
     def run() -> None:
-        doc = run_evaluation(
+        inputs = EvaluationInputs(
             smk.input.model,
             smk.input.manifest,
             list(smk.input.test),
-            smk.output[0],
             baselines={name: smk.input[f"baseline_{b}"] for name, b in p.baselines.items()},
             stage1_dir=smk.input.stage1,
             reports=smk.input.reports,
-            split=p.split,
-            fmt=p.format,
             class_prompts=dict(p.class_prompts) or None,
-            cfg=cfg,
-            evidence_slides=p.evidence_slides,
             annotations=smk.input.get("annotations"),
             curves={f"stage {n + 1}": c for n, c in enumerate(smk.input.curves)},
+            split=p.split,
+            fmt=p.format,
         )
+        report = ReportSettings(evidence_slides=p.evidence_slides)
+        doc = run_evaluation(inputs, smk.output[0], cfg, report)
         for line in summary_lines(doc):
             logging.getLogger("evaluate").info("%s", line)
 

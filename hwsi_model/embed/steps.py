@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,14 +23,24 @@ from hwsi_model.embed.dataset import SlidePatchDataset
 from hwsi_model.embed.extract import ExtractParams, embed_slide, encode_batches, resolve_device
 from hwsi_model.errors import HwsiError, StoreError
 from hwsi_model.provenance import describe
+from hwsi_model.samples import Sample
 
 log = logging.getLogger(__name__)
 
 
-def _load_encoder(name: str, checkpoint: str | None, params: ExtractParams):
-    from hwsi_model.encoders import load_encoder
+@dataclass(frozen=True)
+class EncoderRun:
+    """Which patch encoder (a registry name), from which local weights, run how."""
 
-    return load_encoder(name, checkpoint=checkpoint or None, device=resolve_device(params.device))
+    name: str
+    checkpoint: str | None = None
+    params: ExtractParams = field(default_factory=ExtractParams)
+
+    def load(self):
+        from hwsi_model.encoders import load_encoder
+
+        device = resolve_device(self.params.device)
+        return load_encoder(self.name, checkpoint=self.checkpoint or None, device=device)
 
 
 def _checkpoint_input(checkpoint: str | None) -> str | None:
@@ -48,22 +58,21 @@ def _encoder_attrs(encoder, name: str, checkpoint: str | None) -> dict:
 
 
 def embed_patches_step(
-    slide_path: str,
-    slide_id: str,
+    slide: Sample,
     tiles_store: str | Path,
-    encoder_name: str,
-    checkpoint: str | None,
+    run: EncoderRun,
     out_store: str | Path,
-    params: ExtractParams,
-    mpp_override: float | None = None,
     config_hash: str = "",
 ) -> None:
-    """Embed all patches of a slide into ``out_store`` (``emb [N, D] float16``), streamed."""
+    """Embed all patches of a slide into ``out_store`` (``emb [N, D] float16``), streamed.
+
+    ``slide.mpp`` (um/px), when set, overrides the file's level-0 resolution."""
     tiles, tattrs = read_tiles(tiles_store)
-    encoder = _load_encoder(encoder_name, checkpoint, params)
+    encoder = run.load()
     n, d = len(tiles), int(encoder.embed_dim)
+    slide_id, params = slide.slide_id, run.params
     with patch_embedding_writer(out_store, n, d) as (write, attrs):
-        embed_slide(slide_path, slide_id, tiles, encoder, write, params, mpp_override)
+        embed_slide(slide.path, slide_id, tiles, encoder, write, params, slide.mpp)
         attrs.update(
             {
                 "slide_id": slide_id,
@@ -72,13 +81,13 @@ def embed_patches_step(
                 "tiles_config_hash": tattrs.get("config_hash", ""),
                 "config_hash": config_hash,
                 "extract": asdict(params),
-                **_encoder_attrs(encoder, encoder_name, checkpoint),
+                **_encoder_attrs(encoder, run.name, run.checkpoint),
                 "provenance": describe(
                     config_hash,
                     {
-                        "slide": slide_path,
+                        "slide": slide.path,
                         "tiles": tiles_store,
-                        "encoder": _checkpoint_input(checkpoint),
+                        "encoder": _checkpoint_input(run.checkpoint),
                     },
                 ),
             }
@@ -119,17 +128,13 @@ def select_step(
 
 
 def embed_cells_step(
-    slide_path: str,
-    slide_id: str,
+    slide: Sample,
     tiles_store: str | Path,
     selection_csv: str | Path,
     cells_store: str | Path,
-    encoder_name: str,
-    checkpoint: str | None,
+    run: EncoderRun,
     out_store: str | Path,
-    params: ExtractParams,
     top_k: int,
-    mpp_override: float | None = None,
     config_hash: str = "",
 ) -> None:
     """Per-nucleus embeddings of the selected patches: pooled encoder tokens ++ morphometrics.
@@ -137,6 +142,7 @@ def embed_cells_step(
     The selected patches are encoded again for their token maps (about 6 % of the tissue),
     so the patch step never has to keep token maps of every patch.
     """
+    slide_id, params = slide.slide_id, run.params
     tiles, _ = read_tiles(tiles_store)
     sel = read_selection(selection_csv, tiles.n_regions, top_k)
     rows = sel[sel >= 0]
@@ -148,11 +154,11 @@ def embed_cells_step(
             f"slide '{slide_id}': {len(missing)} selected patches were not segmented; "
             "re-run segment_cells with the current selection"
         )
-    encoder = _load_encoder(encoder_name, checkpoint, params)
+    encoder = run.load()
     ps, ps0 = tiles.geometry.patch_size, tiles.geometry.patch_size_level0
     morph = standardise_morphometrics(table.features)
     embs, poss, counts = [], [], []
-    ds = SlidePatchDataset(slide_path, slide_id, tiles, mpp_override, params.rows_per_item, rows)
+    ds = SlidePatchDataset(slide.path, slide_id, tiles, slide.mpp, params.rows_per_item, rows)
     for start, end, pemb, tokens in encode_batches(ds, encoder, params, with_tokens=True):
         for j in range(end - start):
             p = pos_in_table[start + j]
@@ -178,15 +184,15 @@ def embed_cells_step(
         {
             "slide_id": slide_id,
             "config_hash": config_hash,
-            **_encoder_attrs(encoder, encoder_name, checkpoint),
+            **_encoder_attrs(encoder, run.name, run.checkpoint),
             "provenance": describe(
                 config_hash,
                 {
-                    "slide": slide_path,
+                    "slide": slide.path,
                     "tiles": tiles_store,
                     "selection": selection_csv,
                     "cells": cells_store,
-                    "encoder": _checkpoint_input(checkpoint),
+                    "encoder": _checkpoint_input(run.checkpoint),
                 },
             ),
         },

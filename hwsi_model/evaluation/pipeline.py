@@ -25,6 +25,7 @@ import json
 import logging
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -111,65 +112,107 @@ def _overlap_summary(per_slide: Mapping[str, dict]) -> dict[str, Any]:
     }
 
 
-def run_evaluation(
-    model_dir: str | Path,
-    manifest: str | Path,
-    test_files: Sequence[str | Path],
-    out_dir: str | Path,
-    baselines: Mapping[str, str | Path] | None = None,
-    stage1_dir: str | Path | None = None,
-    reports: str | Path | None = None,
-    split: str = "test",
-    fmt: str = "auto",
-    class_prompts: Mapping[str, Sequence[str] | str] | None = None,
-    cfg: EvalConfig | None = None,
-    evidence_slides: int | None = None,
-    annotations: str | Path | None = None,
-    curves: Mapping[str, str | Path] | None = None,
-    max_px: int = 768,
-) -> dict[str, Any]:
-    """Evaluate ``model_dir`` and its ``baselines`` and write the run folder (module doc)
-    atomically; returns the ``metrics.json`` document."""
-    from hwsi_model.evaluation.report_html import (
-        metrics_document,
-        render_cohort_report,
-        render_slide_page,
-        write_metrics_json,
-    )
+@dataclass(frozen=True)
+class EvaluationInputs:
+    """What an evaluation run reads.
+
+    ``model_dir``: the method's stage-3 folder; ``baselines``: name -> stage-3 folder;
+    ``stage1_dir``: the method's stage-1 folder (retrieval and zero-shot against ``reports`` and
+    ``class_prompts``: label -> prompts); ``annotations``: an index CSV of region masks
+    (:mod:`hwsi_model.data.annotations`) to measure the evidence maps against; ``curves``:
+    name -> training-curve PNG for the report; ``split``/``fmt``: the manifest split of the test
+    slides and the test files' format.
+    """
+
+    model_dir: str | Path
+    manifest: str | Path
+    test_files: Sequence[str | Path]
+    baselines: Mapping[str, str | Path] = field(default_factory=dict)
+    stage1_dir: str | Path | None = None
+    reports: str | Path | None = None
+    class_prompts: Mapping[str, Sequence[str] | str] | None = None
+    annotations: str | Path | None = None
+    curves: Mapping[str, str | Path] = field(default_factory=dict)
+    split: str = "test"
+    fmt: str = "auto"
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    """The report's evidence pages: on the first ``evidence_slides`` test slides (0: all),
+    thumbnails at most ``max_px`` pixels on a side."""
+
+    evidence_slides: int = 0
+    max_px: int = 768
+
+
+def _alignment_tables(inputs: EvaluationInputs) -> tuple[dict[str, Any], dict[str, dict]]:
+    """Stage-1 retrieval and zero-shot figures, and their report tables."""
     from hwsi_model.model.checkpoint import load_model_folder
 
-    cfg = cfg or EvalConfig()
-    models = {METHOD: Path(model_dir), **{k: Path(v) for k, v in (baselines or {}).items()}}
-    rows = {r.slide_id: r for r in read_manifest(manifest, splits=[split])}
+    if inputs.stage1_dir is None:
+        return {}, {}
+    align = alignment_metrics(
+        load_model_folder(inputs.stage1_dir, load_llm=False),
+        inputs.manifest, inputs.split, inputs.reports, inputs.class_prompts,
+    )  # fmt: skip
+    tables: dict[str, dict] = {}
+    if "retrieval" in align:
+        tables["Slide <-> report retrieval (stage 1)"] = {
+            k: {m: v[m] for m in ("r1", "r5", "r10", "mrr", "n", "chance_r1")}
+            for k, v in align["retrieval"].items()
+        }
+    if "zero_shot" in align:
+        z = align["zero_shot"]
+        tables["Zero-shot slide classification (stage 1)"] = {
+            "stage 1": {k: z[k] for k in ("accuracy", "balanced_accuracy", "n", "chance")}
+        }
+    return align, tables
+
+
+def _run_provenance(
+    models: Mapping[str, Path], stage1_dir, rows: Mapping[str, Any], records: list[dict]
+) -> dict[str, Any]:
+    return {
+        "code": provenance.code_version(),
+        "models": {n: provenance.model_fingerprint(d) for n, d in models.items()},
+        "stage1": provenance.model_fingerprint(stage1_dir) if stage1_dir else None,
+        "caches": {
+            sid: provenance.cache_fingerprint(rows[sid].cache)
+            for sid in sorted({r["slide_id"] for r in records})
+        },
+    }
+
+
+def run_evaluation(
+    inputs: EvaluationInputs,
+    out_dir: str | Path,
+    cfg: EvalConfig | None = None,
+    report: ReportSettings | None = None,
+) -> dict[str, Any]:
+    """Evaluate the method and its baselines and write the run folder (module doc)
+    atomically; returns the ``metrics.json`` document."""
+    from hwsi_model.evaluation.report_html import metrics_document, write_metrics_json
+
+    cfg, report = cfg or EvalConfig(), report or ReportSettings()
+    models = {METHOD: Path(inputs.model_dir), **{k: Path(v) for k, v in inputs.baselines.items()}}
+    split = inputs.split
+    rows = {r.slide_id: r for r in read_manifest(inputs.manifest, splits=[split])}
     with atomic_output(out_dir) as tmp:
-        run = evaluate_models(models, manifest, test_files, tmp, split, fmt, cfg)
+        run = evaluate_models(
+            models, inputs.manifest, inputs.test_files, tmp, split, inputs.fmt, cfg
+        )
         results = [{"name": n, "families": run["families"][n]} for n in models]
-        extra: dict[str, Any] = {"split": split, "test_files": [str(f) for f in test_files]}
-        tables: dict[str, dict] = {}
-        if stage1_dir is not None:
-            align = alignment_metrics(
-                load_model_folder(stage1_dir, load_llm=False),
-                manifest, split, reports, class_prompts,
-            )  # fmt: skip
-            extra.update(align)
-            if "retrieval" in align:
-                tables["Slide <-> report retrieval (stage 1)"] = {
-                    k: {m: v[m] for m in ("r1", "r5", "r10", "mrr", "n", "chance_r1")}
-                    for k, v in align["retrieval"].items()
-                }
-            if "zero_shot" in align:
-                z = align["zero_shot"]
-                tables["Zero-shot slide classification (stage 1)"] = {
-                    "stage 1": {k: z[k] for k in ("accuracy", "balanced_accuracy", "n", "chance")}
-                }
+        extra: dict[str, Any] = {"split": split, "test_files": [str(f) for f in inputs.test_files]}
+        align, tables = _alignment_tables(inputs)
+        extra.update(align)
         records = [e.record(a) for e, a in zip(run["items"], run["answers"][METHOD], strict=True)]
         by_slide: dict[str, list[dict]] = defaultdict(list)
         for r in records:
             by_slide[r["slide_id"]].append(r)
-        limit = evidence_slides if evidence_slides and evidence_slides > 0 else None
         item_pictures, overlap = _evidence_pages(
-            models[METHOD], by_slide, rows, tmp, limit,
-            Path(annotations) if annotations else None, max_px,
+            models[METHOD], by_slide, rows, tmp, report.evidence_slides or None,
+            Path(inputs.annotations) if inputs.annotations else None, report.max_px,
         )  # fmt: skip
         summary = _overlap_summary(overlap)
         if summary:
@@ -178,42 +221,48 @@ def run_evaluation(
                 sid: {k: o[k] for k in ("top_in_lesion", "lesion_rate", "auroc", "n_patches")}
                 for sid, o in overlap.items()
             }
-        extra["provenance"] = {
-            "code": provenance.code_version(),
-            "models": {n: provenance.model_fingerprint(d) for n, d in models.items()},
-            "stage1": provenance.model_fingerprint(stage1_dir) if stage1_dir else None,
-            "caches": {
-                sid: provenance.cache_fingerprint(rows[sid].cache)
-                for sid in sorted({r["slide_id"] for r in records})
-            },
-        }
+        extra["provenance"] = _run_provenance(models, inputs.stage1_dir, rows, records)
         extra["decoding"] = {"num_beams": cfg.num_beams, "seed": cfg.seed,
                              "max_new_tokens": cfg.max_new_tokens}  # fmt: skip
         write_metrics_json(tmp / "metrics.json", results, extra)
-        pages = {
-            sid: render_slide_page(
-                tmp / "slides" / f"{sid}.html",
-                sid,
-                recs,
-                None,
-                item_pictures.get(sid),
-                tmp / "report.html",
-            )
-            for sid, recs in by_slide.items()
-        }
-        examples = []
-        for fam in dict.fromkeys(r["family"] for r in records):
-            examples += [
-                {**r, "page": pages[r["slide_id"]]} for r in records if r["family"] == fam
-            ][:2]
-        render_cohort_report(
-            tmp / "report.html", results, title=f"Evaluation on the {split} split",
-            tables=tables, examples=examples, curves=curves, slide_pages=pages,
-            metrics_json=tmp / "metrics.json",
-        )  # fmt: skip
+        _write_pages(tmp, results, records, by_slide, item_pictures, tables, inputs.curves, split)
     doc = metrics_document(results, extra)
     log.info("evaluation written to %s", out_dir)
     return doc
+
+
+def _write_pages(
+    tmp: Path,
+    results: list[dict],
+    records: list[dict],
+    by_slide: Mapping[str, list[dict]],
+    item_pictures: Mapping[str, dict],
+    tables: dict[str, dict],
+    curves: Mapping[str, str | Path],
+    split: str,
+) -> None:
+    """One page per slide and the cohort report (two examples per task family)."""
+    from hwsi_model.evaluation.report_html import render_cohort_report, render_slide_page
+
+    pages = {
+        sid: render_slide_page(
+            tmp / "slides" / f"{sid}.html",
+            sid,
+            recs,
+            None,
+            item_pictures.get(sid),
+            tmp / "report.html",
+        )
+        for sid, recs in by_slide.items()
+    }
+    examples = []
+    for fam in dict.fromkeys(r["family"] for r in records):
+        examples += [{**r, "page": pages[r["slide_id"]]} for r in records if r["family"] == fam][:2]
+    render_cohort_report(
+        tmp / "report.html", results, title=f"Evaluation on the {split} split",
+        tables=tables, examples=examples, curves=dict(curves), slide_pages=pages,
+        metrics_json=tmp / "metrics.json",
+    )  # fmt: skip
 
 
 def summary_lines(doc: Mapping[str, Any]) -> list[str]:
@@ -257,16 +306,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--log")
     a = p.parse_args(argv)
     setup_logging(a.log)
-    doc = run_evaluation(
-        a.model, a.manifest, a.test, a.out,
-        baselines=dict(b.split("=", 1) for b in a.baseline),
-        stage1_dir=a.stage1, reports=a.reports, split=a.split, fmt=a.format,
+    inputs = EvaluationInputs(
+        a.model, a.manifest, a.test, baselines=dict(b.split("=", 1) for b in a.baseline),
+        stage1_dir=a.stage1, reports=a.reports,
         class_prompts=json.loads(a.class_prompts) if a.class_prompts else None,
-        cfg=EvalConfig(batch_size=a.batch_size, num_beams=a.beams,
-                       bertscore_model=a.bertscore_model),
-        evidence_slides=a.evidence_slides, annotations=a.annotations,
-        curves=dict(c.split("=", 1) for c in a.curve),
+        annotations=a.annotations, curves=dict(c.split("=", 1) for c in a.curve),
+        split=a.split, fmt=a.format,
     )  # fmt: skip
+    cfg = EvalConfig(batch_size=a.batch_size, num_beams=a.beams, bertscore_model=a.bertscore_model)
+    doc = run_evaluation(inputs, a.out, cfg, ReportSettings(evidence_slides=a.evidence_slides))
     for line in summary_lines(doc):
         log.info("%s", line)
     return 0

@@ -8,7 +8,7 @@ Modules consume the per-slide cache contract as tensors (:mod:`hwsi_model.model.
 
 from hwsi_model.model.batch import SlideBatch, SlideTensors, collate_slides
 from hwsi_model.model.ccaf import CCAF
-from hwsi_model.model.config import (
+from hwsi_model.model.configuration import (
     SCALES,
     CCAFConfig,
     HWSIConfig,

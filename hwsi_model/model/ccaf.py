@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from hwsi_model.model.blocks import TransformerStack, fourier_features
-from hwsi_model.model.config import CCAFConfig
+from hwsi_model.model.configuration import CCAFConfig
 
 
 @dataclass

@@ -24,7 +24,7 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 
 from hwsi_model.atomic import atomic_output
-from hwsi_model.model.config import HWSIConfig, LoraSettings
+from hwsi_model.model.configuration import HWSIConfig, LoraSettings
 from hwsi_model.model.mllm import HWSIModel
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from hwsi_model.model.batch import SlideBatch
 from hwsi_model.model.ccaf import CCAF
-from hwsi_model.model.config import SCALES, VisualConfig
+from hwsi_model.model.configuration import SCALES, VisualConfig
 from hwsi_model.model.projectors import ScaleProjectors
 from hwsi_model.model.region_encoder import RegionEncoder, pack_regions
 from hwsi_model.model.slide_encoder import SlideEncoder

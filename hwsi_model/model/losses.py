@@ -26,7 +26,7 @@ import torch.distributed as dist
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
-from hwsi_model.model.config import SCALES, LossConfig
+from hwsi_model.model.configuration import SCALES, LossConfig
 from hwsi_model.model.hierarchy import UnitEmbeddings
 
 #: Adjacent scale pairs compared by L_CS.

@@ -31,7 +31,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
 from hwsi_model.model.batch import SlideBatch
-from hwsi_model.model.config import SCALES, HWSIConfig
+from hwsi_model.model.configuration import SCALES, HWSIConfig
 from hwsi_model.model.hierarchy import HierarchicalVisualEncoder, UnitEmbeddings, VisualOutput
 from hwsi_model.model.losses import (
     HierarchicalContrastiveLoss,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from hwsi_model.model.config import SCALES
+from hwsi_model.model.configuration import SCALES
 
 
 class ScaleProjector(nn.Module):

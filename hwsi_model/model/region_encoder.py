@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from hwsi_model.model.blocks import TransformerStack
-from hwsi_model.model.config import RegionEncoderConfig
+from hwsi_model.model.configuration import RegionEncoderConfig
 
 
 @dataclass

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
-from hwsi_model.model.config import ResamplerConfig
+from hwsi_model.model.configuration import ResamplerConfig
 
 
 class ResamplerLayer(nn.Module):

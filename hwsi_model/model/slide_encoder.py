@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from hwsi_model.model.blocks import TransformerStack, sincos_2d
-from hwsi_model.model.config import SlideEncoderConfig
+from hwsi_model.model.configuration import SlideEncoderConfig
 
 
 @dataclass

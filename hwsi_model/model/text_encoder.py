@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 from transformers import AutoModel, AutoTokenizer
 
-from hwsi_model.model.config import SCALES
+from hwsi_model.model.configuration import SCALES
 from hwsi_model.model.hierarchy import UnitEmbeddings
 from hwsi_model.model.text_views import TextViews
 

@@ -1,9 +1,9 @@
 """Diagnostically relevant patch selection: diverse candidates per region, then top-k by a query
 available at inference (slide mean, prompt bank or question), never the slide's report."""
 
-from hwsi_model.selection.config import QUERY_MODES, SelectionConfig, selection_rule
 from hwsi_model.selection.prompts import DEFAULT_PROMPTS, embed_prompts, prompt_bank_id
 from hwsi_model.selection.select import select_patches, selection_inputs
+from hwsi_model.selection.settings import QUERY_MODES, SelectionConfig, selection_rule
 
 __all__ = [
     "DEFAULT_PROMPTS",

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hwsi_model.selection.config import SelectionConfig
+from hwsi_model.selection.settings import SelectionConfig
 
 SELECTION_INPUTS = ("emb", "region_offsets")
 CHUNK_FLOATS = 1 << 23  # ~32 MB of float32 per chunk of regions (embeddings + Gram matrices)

@@ -4,7 +4,7 @@ Reads the manifest, the caches and the report/instruction files through
 :mod:`hwsi_model.data` (the contracts it shares with evaluation).
 
 - :mod:`~hwsi_model.training.sampler`: the seeded, resumable, rank-sharded sampler.
-- :mod:`~hwsi_model.training.config`: per-stage settings -> DeepSpeed config.
+- :mod:`~hwsi_model.training.stage_config`: per-stage settings -> DeepSpeed config.
 - :mod:`~hwsi_model.training.stage_model`: the model each stage starts from, what it trains.
 - :mod:`~hwsi_model.training.engine`: the training loop (checkpoints, resume, validation).
 - :mod:`~hwsi_model.training.loss_curves`: the loss log (CSV) and its plot.
@@ -17,6 +17,6 @@ Reads the manifest, the caches and the report/instruction files through
 DeepSpeed is imported only when training starts.
 """
 
-from hwsi_model.training.config import StageConfig
+from hwsi_model.training.stage_config import StageConfig
 
 __all__ = ["StageConfig"]

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from hwsi_model.atomic import write_text_atomic
-from hwsi_model.training.config import StageConfig
+from hwsi_model.training.stage_config import StageConfig
 
 log = logging.getLogger(__name__)
 

@@ -35,10 +35,10 @@ from hwsi_model.data.pairs import PairDataset, collate_examples
 from hwsi_model.model.checkpoint import save_model_folder
 from hwsi_model.model.mllm import HWSIModel, HWSIOutput
 from hwsi_model.training.checkpoints import CHECKPOINT_DIR, StageCheckpoints, run_fingerprint
-from hwsi_model.training.config import StageConfig, lr_lambda
 from hwsi_model.training.distributed import init_deepspeed_distributed
 from hwsi_model.training.loss_curves import LossLog, plot_losses
 from hwsi_model.training.sampler import ResumableSampler
+from hwsi_model.training.stage_config import StageConfig, lr_lambda
 from hwsi_model.training.stage_model import configure_trainable
 from hwsi_model.training.stage_module import StageModule
 
@@ -190,7 +190,7 @@ class StageTrainer:
 
     def _deepspeed_engine(self, module: StageModule, params: list[torch.Tensor]):
         """``deepspeed.initialize`` with a ``torch.optim.AdamW`` (no compiled op) and the
-        warm-up + schedule of :func:`~hwsi_model.training.config.lr_lambda`."""
+        warm-up + schedule of :func:`~hwsi_model.training.stage_config.lr_lambda`."""
         import deepspeed
 
         cfg = self.cfg

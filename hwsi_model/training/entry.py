@@ -28,7 +28,6 @@ from typing import Any
 import torch
 
 from hwsi_model import provenance
-from hwsi_model.config import config_hash
 from hwsi_model.data.manifest import read_manifest
 from hwsi_model.data.pairs import PairDataset, SlideStore
 from hwsi_model.data.text_records import (
@@ -37,10 +36,11 @@ from hwsi_model.data.text_records import (
     read_reports,
     report_items,
 )
-from hwsi_model.model.config import HWSIConfig
-from hwsi_model.training.config import StageConfig
+from hwsi_model.model.configuration import HWSIConfig
 from hwsi_model.training.engine import TrainResult, train_stage
+from hwsi_model.training.stage_config import StageConfig
 from hwsi_model.training.stage_model import load_stage_model, new_stage1_model
+from hwsi_model.workflow_config import config_hash
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@ several local GPUs; SLURM multi-node jobs use ``configs/deepspeed/srun_train.sh`
 node) or ``configs/deepspeed/deepspeed_train.sh`` (the DeepSpeed launcher with a hostfile).
 
 :class:`StageRun` holds a run's validated settings (``training.stageN`` as a
-:class:`~hwsi_model.training.config.StageConfig`) and inputs; :func:`launch` trains it in this
+:class:`~hwsi_model.training.stage_config.StageConfig`) and inputs; :func:`launch` trains it in this
 process or hands it to ``torchrun`` as :mod:`hwsi_model.training.entry`'s command line with the
 settings in one file. :func:`expand_nodelist`,
 :func:`slurm_gpus_per_node` and :func:`write_slurm_hostfile` build a DeepSpeed hostfile
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from hwsi_model.atomic import write_text_atomic
-from hwsi_model.training.config import StageConfig
+from hwsi_model.training.stage_config import StageConfig
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class StageRun:
         """``out/model_config.json`` (the stage-1 model block, as HWSIConfig); ``None`` if none."""
         if not self.model_config:
             return None
-        from hwsi_model.model.config import HWSIConfig
+        from hwsi_model.model.configuration import HWSIConfig
 
         path = Path(self.out) / MODEL_CONFIG_FILE
         path.parent.mkdir(parents=True, exist_ok=True)

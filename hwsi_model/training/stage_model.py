@@ -1,8 +1,8 @@
 """Build the model a stage starts from and set what it trains.
 
-- Stage 1 starts from an :class:`~hwsi_model.model.config.HWSIConfig` (fresh weights; the input
-  widths come from the cache) or from a previous model folder. The LLM is not loaded in stage 1:
-  its path stays in the config for stage 2.
+- Stage 1 starts from an :class:`~hwsi_model.model.configuration.HWSIConfig` (fresh weights;
+  the input widths come from the cache) or from a previous model folder. The LLM is not loaded
+  in stage 1: its path stays in the config for stage 2.
 - Stages 2 and 3 start from the previous stage's folder (:func:`load_stage_model`); modules that
   a stage-1 folder does not hold yet (LLM projectors, resamplers, stage-2/3 temperatures) start
   fresh. Stage 3 with ``llm_tuning="lora"`` adds LoRA adapters (or keeps the folder's own).
@@ -18,10 +18,10 @@ import logging
 from pathlib import Path
 
 from hwsi_model.model.checkpoint import load_model_folder, read_config
-from hwsi_model.model.config import HWSIConfig, LoraSettings
+from hwsi_model.model.configuration import HWSIConfig, LoraSettings
 from hwsi_model.model.mllm import HWSIModel
 from hwsi_model.model.stages import configure_stage
-from hwsi_model.training.config import StageConfig
+from hwsi_model.training.stage_config import StageConfig
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from torch import nn
 from hwsi_model.data.pairs import TrainBatch
 from hwsi_model.model.hierarchy import UnitEmbeddings
 from hwsi_model.model.mllm import HWSIModel, HWSIOutput
-from hwsi_model.training.config import StageConfig
+from hwsi_model.training.stage_config import StageConfig
 
 
 def _stack_units(parts: list[dict[str, UnitEmbeddings]]) -> dict[str, UnitEmbeddings]:

@@ -10,7 +10,7 @@ import tiny_models
 import torch
 
 from hwsi_model.model.batch import SlideTensors
-from hwsi_model.model.config import (
+from hwsi_model.model.configuration import (
     CCAFConfig,
     HWSIConfig,
     LossConfig,

@@ -7,7 +7,7 @@ import torch
 from model_helpers import D_C
 
 from hwsi_model.model.ccaf import CCAF
-from hwsi_model.model.config import CCAFConfig
+from hwsi_model.model.configuration import CCAFConfig
 
 
 @pytest.fixture

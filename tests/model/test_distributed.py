@@ -10,7 +10,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F  # noqa: N812
 
-from hwsi_model.model.config import LossConfig
+from hwsi_model.model.configuration import LossConfig
 from hwsi_model.model.hierarchy import UnitEmbeddings
 from hwsi_model.model.losses import HierarchicalContrastiveLoss
 

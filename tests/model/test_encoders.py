@@ -7,7 +7,7 @@ import torch
 from model_helpers import D_P, S, make_slide, tiny_visual_config
 
 from hwsi_model.model.batch import collate_slides
-from hwsi_model.model.config import RegionEncoderConfig, SlideEncoderConfig
+from hwsi_model.model.configuration import RegionEncoderConfig, SlideEncoderConfig
 from hwsi_model.model.hierarchy import HierarchicalVisualEncoder
 from hwsi_model.model.region_encoder import RegionEncoder, pack_regions
 from hwsi_model.model.slide_encoder import SlideEncoder

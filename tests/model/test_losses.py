@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F  # noqa: N812
 
-from hwsi_model.model.config import LossConfig
+from hwsi_model.model.configuration import LossConfig
 from hwsi_model.model.hierarchy import UnitEmbeddings
 from hwsi_model.model.losses import (
     HierarchicalContrastiveLoss,

@@ -11,7 +11,7 @@ from model_helpers import make_slide, tiny_config
 
 from hwsi_model.model.batch import collate_slides
 from hwsi_model.model.checkpoint import load_model_folder, save_model_folder
-from hwsi_model.model.config import LoraSettings, ResamplerConfig
+from hwsi_model.model.configuration import LoraSettings, ResamplerConfig
 from hwsi_model.model.mllm import HWSIModel, plan_visual_tokens
 from hwsi_model.model.stages import configure_stage
 from hwsi_model.model.text_views import split_report

@@ -9,7 +9,7 @@ import torch
 from model_helpers import make_slide, tiny_config, tiny_visual_config
 
 from hwsi_model.model.batch import collate_slides
-from hwsi_model.model.config import SCALES, ResamplerConfig
+from hwsi_model.model.configuration import SCALES, ResamplerConfig
 from hwsi_model.model.hierarchy import UnitEmbeddings
 from hwsi_model.model.mllm import HWSIModel
 from hwsi_model.model.stages import configure_stage
@@ -116,7 +116,7 @@ def test_stage3_full_gradients_reach_the_llm(model: HWSIModel) -> None:
 
 def test_stage3_lora_gradients(tiny_llm_dir: Path) -> None:
     pytest.importorskip("peft", reason="peft is not installed (LoRA is optional)")
-    from hwsi_model.model.config import LoraSettings
+    from hwsi_model.model.configuration import LoraSettings
 
     torch.manual_seed(0)
     model = HWSIModel.from_config(

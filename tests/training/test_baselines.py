@@ -16,9 +16,9 @@ from train_helpers import D_C, D_P, tiny_model_config
 from hwsi_model.model.batch import collate_slides
 from hwsi_model.model.checkpoint import load_model_folder, save_model_folder
 from hwsi_model.model.mllm import HWSIModel
-from hwsi_model.training.config import StageConfig
 from hwsi_model.training.engine import MODEL_DIR, train_stage
 from hwsi_model.training.entry import build_datasets
+from hwsi_model.training.stage_config import StageConfig
 from hwsi_model.training.stage_model import load_stage_model, new_stage1_model
 
 

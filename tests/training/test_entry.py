@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from train_helpers import tiny_model_config
 
-from hwsi_model.training.config import StageConfig, lr_lambda
 from hwsi_model.training.entry import load_stage_settings
+from hwsi_model.training.stage_config import StageConfig, lr_lambda
 
 
 def test_cli_stage1_without_launcher(cohort, tiny_text_encoder, tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from train_helpers import D_C, D_P, tiny_model_config
 from hwsi_model.cli import main as hwsi
 from hwsi_model.evaluation.runner import EvalConfig, alignment_metrics, evaluate_models
 from hwsi_model.model.checkpoint import load_model_folder, save_model_folder
-from hwsi_model.training.config import StageConfig
+from hwsi_model.training.stage_config import StageConfig
 from hwsi_model.training.stage_model import load_stage_model, new_stage1_model
 
 
@@ -123,16 +123,18 @@ def test_hwsi_ask_on_a_cache(folders, cohort, capsys) -> None:
 
 
 def test_run_evaluation_writes_the_run_folder(folders, cohort, tmp_path) -> None:
-    from hwsi_model.evaluation.pipeline import run_evaluation
+    from hwsi_model.evaluation.pipeline import EvaluationInputs, run_evaluation
 
     test_file = _wsibench_file(tmp_path / "wsibench_test.json")
     out = tmp_path / "evaluation"
-    doc = run_evaluation(
-        folders["hierarchy"], cohort["manifest"], [test_file], out,
+    inputs = EvaluationInputs(
+        folders["hierarchy"], cohort["manifest"], [test_file],
         baselines={"text_only": folders["text_only"]}, stage1_dir=folders["stage1"],
         reports=cohort["reports"], split="val",
-        cfg=EvalConfig(batch_size=3, max_new_tokens={"closed": 3, "open": 4}),
     )  # fmt: skip
+    doc = run_evaluation(
+        inputs, out, EvalConfig(batch_size=3, max_new_tokens={"closed": 3, "open": 4})
+    )
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["model"] == "hierarchical" and saved["split"] == "val"
     mc = saved["families"]["multiple_choice"]

@@ -13,7 +13,6 @@ from types import SimpleNamespace
 import pytest
 from train_helpers import tiny_model_config
 
-from hwsi_model.training.config import StageConfig
 from hwsi_model.training.launch import (
     StageRun,
     deepspeed_hostfile,
@@ -23,6 +22,7 @@ from hwsi_model.training.launch import (
     text_encoder_folder,
     write_slurm_hostfile,
 )
+from hwsi_model.training.stage_config import StageConfig
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -20,9 +20,9 @@ from hwsi_model.evaluation.families import MULTIPLE_CHOICE
 from hwsi_model.evaluation.runner import alignment_metrics, evaluate_models
 from hwsi_model.model.checkpoint import load_model_folder
 from hwsi_model.model.mllm import HWSIModel
-from hwsi_model.training.config import StageConfig
 from hwsi_model.training.engine import CHECKPOINT_DIR, MODEL_DIR, TrainResult, train_stage
 from hwsi_model.training.entry import build_datasets
+from hwsi_model.training.stage_config import StageConfig
 from hwsi_model.training.stage_model import configure_trainable, load_stage_model, new_stage1_model
 
 STOP = 3  # mid-epoch: 6 training slides, micro-batch 3 -> 2 steps per epoch

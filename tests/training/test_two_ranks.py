@@ -15,9 +15,9 @@ import torch
 import torch.multiprocessing as mp
 from train_helpers import D_C, D_P, tiny_model_config
 
-from hwsi_model.training.config import StageConfig
 from hwsi_model.training.engine import train_stage
 from hwsi_model.training.entry import build_datasets
+from hwsi_model.training.stage_config import StageConfig
 from hwsi_model.training.stage_model import new_stage1_model
 
 

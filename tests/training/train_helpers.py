@@ -14,7 +14,7 @@ import numpy as np
 import tiny_models
 
 from hwsi_model.data.stores.cache import write_cache
-from hwsi_model.model.config import (
+from hwsi_model.model.configuration import (
     CCAFConfig,
     HWSIConfig,
     LossConfig,

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from hwsi_model.atomic import write_text_atomic
-from hwsi_model.model.config import VISUAL_INPUTS
+from hwsi_model.model.configuration import VISUAL_INPUTS
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 SCHEDULES = ("cosine", "linear", "constant")
