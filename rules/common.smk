@@ -52,7 +52,8 @@ def demo_stardist_inputs(wildcards):
         return {"gt_index": index}
     with open(index, newline="") as f:
         ids = sorted({row["slide_id"] for row in csv.DictReader(f)})
-    sheet = read_sample_sheet(CELLS_TRAIN_SAMPLES)
+    same = CELLS_TRAIN_SAMPLES == config["samples"]
+    sheet = SAMPLES if same else read_sample_sheet(CELLS_TRAIN_SAMPLES)
     return {"gt_index": index, "slides": [sheet[i].path for i in ids if i in sheet]}
 
 

@@ -20,9 +20,9 @@ from hwsi_model.embed.steps import (
     build_cache_step,
     embed_cells_step,
     embed_patches_step,
-    select_step,
 )
 from hwsi_model.samples import Sample
+from hwsi_model.selection.steps import select_step
 from hwsi_model.tiling.steps import tiling_step, tissue_step
 from hwsi_model.tiling.tissue import TissueParams
 

@@ -2,8 +2,8 @@
 
 import sys
 
-from hwsi_model.embed.steps import select_step
 from hwsi_model.logs import run_reporting_errors
+from hwsi_model.selection.steps import select_step
 
 
 def main(smk) -> int:

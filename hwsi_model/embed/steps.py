@@ -16,7 +16,7 @@ from hwsi_model.data.stores.cell_embeddings import (
 )
 from hwsi_model.data.stores.cells import read_cells
 from hwsi_model.data.stores.patch_embeddings import patch_embedding_writer, read_embeddings
-from hwsi_model.data.stores.selection import read_selection, write_selection
+from hwsi_model.data.stores.selection import read_selection
 from hwsi_model.data.stores.tiles import read_tiles
 from hwsi_model.embed.cell_features import pool_tokens, standardise_morphometrics
 from hwsi_model.embed.dataset import SlidePatchDataset
@@ -93,38 +93,6 @@ def embed_patches_step(
             }
         )
     log.info("slide '%s': %d patch embeddings of width %d", slide_id, n, d)
-
-
-def select_step(
-    emb_store: str | Path,
-    tiles_store: str | Path,
-    out_csv: str | Path,
-    n_candidates: int = 32,
-    top_k: int = 16,
-    query: str = "slide_mean",
-    query_file: str | None = None,
-) -> np.ndarray:
-    """Select diagnostically relevant patches per region; write ``region,rank,patch_index``.
-
-    The inputs are embeddings, the grid and a query that exists at inference (the slide's
-    mean embedding, or prompt/question vectors from ``query_file``, ``.npy [Q, D]``): never
-    the slide's report or an answer.
-    """
-    from hwsi_model.selection import SelectionConfig, select_patches
-
-    emb, _ = read_embeddings(emb_store)
-    tiles, _ = read_tiles(tiles_store)
-    cfg = SelectionConfig(n_candidates=n_candidates, top_k=top_k, query=query)
-    qvec = np.load(query_file) if (query != "slide_mean" and query_file) else None
-    if query != "slide_mean" and qvec is None:
-        raise HwsiError(f"selection query '{query}' needs embed.selection.query_file (.npy [Q, D])")
-    sel = (
-        select_patches(emb, tiles.region_offsets, cfg, qvec)
-        if len(tiles)
-        else np.zeros((0, top_k), np.int64)
-    )
-    write_selection(out_csv, sel)
-    return sel
 
 
 def embed_cells_step(

@@ -16,20 +16,22 @@ products (Gram matrices), so a whole slide takes a fraction of a second to a few
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from hwsi_model.selection.settings import SelectionConfig
+
+if TYPE_CHECKING:
+    import torch
 
 SELECTION_INPUTS = ("emb", "region_offsets")
 CHUNK_FLOATS = 1 << 23  # ~32 MB of float32 per chunk of regions (embeddings + Gram matrices)
 
 
 def _as_float32(a: np.ndarray | torch.Tensor, what: str) -> np.ndarray:
-    if isinstance(a, torch.Tensor):
-        a = a.detach().to("cpu", torch.float32).numpy()
+    if hasattr(a, "detach"):  # a torch tensor (torch is not imported for numpy inputs)
+        a = a.detach().float().cpu().numpy()
     out = np.asarray(a, dtype=np.float32)
     if not np.isfinite(out).all():
         raise ValueError(f"{what} holds non-finite values")
