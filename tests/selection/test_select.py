@@ -1,5 +1,3 @@
-
-
 def test_the_selection_job_does_not_import_torch() -> None:
     """Per-slide fixed cost: the selection step (NumPy) must not pay for importing torch."""
     import subprocess
