@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -27,26 +28,35 @@ log = logging.getLogger("hwsi")
 
 
 def _cmd_info(args: argparse.Namespace) -> None:
-    from hwsi_model.slide.reader import open_slide
+    from hwsi_model.slide.reader import describe_slide
 
-    with open_slide(args.slide, mpp_override=args.mpp) as reader:
-        info = reader.info()
+    info = describe_slide(args.slide, mpp_override=args.mpp)
+    if not args.properties:
+        info.pop("properties")
     if args.json:
         print(json.dumps(info, indent=2))
         return
     print(f"slide       {info['path']}")
+    print(f"format      {info['format'] or 'unknown'}")
     print(f"vendor      {info['vendor']}")
     print(f"dimensions  {info['dimensions'][0]} x {info['dimensions'][1]} px (level 0)")
-    print(f"size        {info['size_um'][0] / 1000:.3f} x {info['size_um'][1] / 1000:.3f} mm")
-    print(
-        f"mpp         {info['mpp_x']:.4f} x {info['mpp_y']:.4f} um/px (from {info['mpp_source']})"
-    )
+    if info["mpp"] is None:
+        print(f"mpp         unknown: {' '.join(str(info['mpp_problem']).split())}")
+    else:
+        w_mm, h_mm = (v / 1000 for v in info["size_um"])
+        print(f"size        {w_mm:.3f} x {h_mm:.3f} mm")
+        print(
+            f"mpp         {info['mpp_x']:.4f} x {info['mpp_y']:.4f} um/px "
+            f"(from {info['mpp_source']})"
+        )
     if info["objective_power"]:
         print(f"objective   {info['objective_power']}x")
     print("levels")
     for lv in info["levels"]:
         w, h = lv["dimensions"]
         print(f"  {lv['level']:>2}  {w:>7} x {h:<7}  downsample {lv['downsample']:g}")
+    for key, value in info.get("properties", {}).items():
+        print(f"  {key} = {value}")
 
 
 def _workflow_config(configfile: str | None = "config.yaml") -> dict:
@@ -135,7 +145,18 @@ def _cmd_check_config(args: argparse.Namespace) -> None:
 
     cfg = load_config(args.config)
     samples = read_sample_sheet(cfg["samples"])
-    log.info("config OK; %d slide(s) in %s", len(samples), cfg["samples"])
+    bad = [
+        f"{s.slide_id} ({s.path}: {'not readable' if Path(s.path).is_file() else 'missing'})"
+        for s in samples.values()
+        if not (Path(s.path).is_file() and os.access(s.path, os.R_OK))
+    ]
+    if bad:
+        shown = "; ".join(bad[:10]) + (f"; and {len(bad) - 10} more" if len(bad) > 10 else "")
+        raise HwsiError(
+            f"config keys OK, but {len(bad)} of {len(samples)} slide file(s) in "
+            f"{cfg['samples']} cannot be read: {shown}"
+        )
+    log.info("config OK; %d slide(s) in %s, every file present", len(samples), cfg["samples"])
 
 
 def _cmd_ask(args: argparse.Namespace) -> None:
@@ -218,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("slide")
     p.add_argument("--mpp", type=float, help="level-0 um/px overriding the file")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--properties", action="store_true", help="also list every file property")
     p.set_defaults(func=_cmd_info)
 
     p = sub.add_parser("tile", help="tissue detection and patch grid for one slide")

@@ -33,6 +33,34 @@ def test_info_on_unopenable_slide_is_one_line(slides_dir):
     assert "Traceback" not in proc.stderr
 
 
+def test_info_on_a_file_without_resolution_says_what_to_add(make_slide):
+    """`hwsi info` is how a user finds out what a file holds: no mpp is a finding, not an error."""
+    slide = make_slide("no_mpp", 600, 400, mpp=None)
+    proc = hwsi("info", slide, "--properties")
+    assert proc.returncode == 0, proc.stderr
+    assert "600 x 400 px (level 0)" in proc.stdout and "format      generic-tiff" in proc.stdout
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("mpp"))
+    assert "unknown" in line and "add an 'mpp' column" in line
+    assert "tiff.Software = tifffile.py" in proc.stdout  # --properties: the file's own tags
+    info = json.loads(hwsi("info", slide, "--json").stdout)
+    assert info["mpp"] is None and info["size_um"] is None and "properties" not in info
+    assert json.loads(hwsi("info", slide, "--json", "--mpp", "0.5").stdout)["mpp"] == 0.5
+
+
+def test_check_config_reports_slide_files_that_cannot_be_read(tmp_path, cmu_slide):
+    sheet = tmp_path / "s.csv"
+    sheet.write_text(f"slide_id,path\ncmu,{cmu_slide}\ngone,gone.svs\n")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"samples: {sheet}\noutdir: out\n")
+    proc = hwsi("check-config", cfg)
+    assert proc.returncode == 1
+    assert "1 of 2 slide file(s)" in proc.stderr and "gone (" in proc.stderr
+    assert "missing" in proc.stderr and "cmu (" not in proc.stderr
+    sheet.write_text(f"slide_id,path\ncmu,{cmu_slide}\n")
+    proc = hwsi("check-config", cfg)
+    assert proc.returncode == 0 and "every file present" in proc.stderr + proc.stdout
+
+
 def test_tile_command(cmu_slide, tmp_path):
     proc = hwsi("tile", cmu_slide, "--out", tmp_path, "--region-size", "4")
     assert proc.returncode == 0, proc.stderr

@@ -157,25 +157,7 @@ class SlideReader:
 
     def info(self) -> dict[str, object]:
         """Summary for ``hwsi info``: vendor, levels, dimensions, mpp and its source."""
-        w, h = self.dimensions
-        return {
-            "slide_id": self.slide_id,
-            "path": self.path,
-            "vendor": self.vendor,
-            "dimensions": [w, h],
-            "mpp": round(self.mpp, 6),
-            "mpp_x": self.mpp_info.mpp_x,
-            "mpp_y": self.mpp_info.mpp_y,
-            "mpp_source": self.mpp_info.source,
-            "size_um": [round(w * self.mpp_info.mpp_x, 1), round(h * self.mpp_info.mpp_y, 1)],
-            "objective_power": self.properties.get(openslide.PROPERTY_NAME_OBJECTIVE_POWER),
-            "levels": [
-                {"level": i, "dimensions": list(d), "downsample": round(ds, 4)}
-                for i, (d, ds) in enumerate(
-                    zip(self.level_dimensions, self.level_downsamples, strict=True)
-                )
-            ],
-        }
+        return _summary(self.slide_id, self.path, self._slide, self.properties, self.mpp_info)
 
     # -- pixel access -----------------------------------------------------------------------
     def best_level(self, downsample: float) -> int:
@@ -283,6 +265,67 @@ def _rgba_to_rgb_on_white(rgba: np.ndarray) -> np.ndarray:
     a = alpha[..., None].astype(np.float32) / 255.0
     out = rgb.astype(np.float32) * a + 255.0 * (1.0 - a)
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def _summary(
+    slide_id: str,
+    path: str,
+    slide: openslide.OpenSlide,
+    properties: dict[str, str],
+    mpp: MppInfo | None,
+    mpp_problem: str | None = None,
+) -> dict[str, object]:
+    w, h = slide.dimensions
+    known = mpp is not None
+    return {
+        "slide_id": slide_id,
+        "path": path,
+        "format": openslide.OpenSlide.detect_format(path),
+        "vendor": properties.get(openslide.PROPERTY_NAME_VENDOR, "unknown"),
+        "dimensions": [w, h],
+        "mpp": round(mpp.mpp, 6) if known else None,
+        "mpp_x": mpp.mpp_x if known else None,
+        "mpp_y": mpp.mpp_y if known else None,
+        "mpp_source": mpp.source if known else None,
+        "mpp_problem": mpp_problem,
+        "size_um": [round(w * mpp.mpp_x, 1), round(h * mpp.mpp_y, 1)] if known else None,
+        "objective_power": properties.get(openslide.PROPERTY_NAME_OBJECTIVE_POWER),
+        "levels": [
+            {"level": i, "dimensions": list(d), "downsample": round(ds, 4)}
+            for i, (d, ds) in enumerate(
+                zip(slide.level_dimensions, slide.level_downsamples, strict=True)
+            )
+        ],
+        "properties": dict(sorted(properties.items())),
+    }
+
+
+def describe_slide(path: str | Path, mpp_override: float | None = None) -> dict[str, object]:
+    """What a file holds (``hwsi info``): format, vendor, dimensions, levels, properties and its
+    resolution, or, when the file has none, ``mpp: None`` and ``mpp_problem`` saying what to add.
+    Unlike :class:`SlideReader` a missing resolution is not an error here: finding it out is
+    what the command is for.
+
+    Raises:
+        SlideOpenError: the file is missing or OpenSlide refuses it.
+    """
+    path = str(path)
+    slide_id = Path(path).stem
+    if not Path(path).is_file():
+        raise SlideOpenError(f"slide '{slide_id}': file not found: {path}")
+    try:
+        slide = openslide.OpenSlide(path)
+    except (openslide.OpenSlideError, OSError) as exc:
+        raise SlideOpenError(
+            f"slide '{slide_id}': OpenSlide cannot open {path}: {_one_line(exc)}"
+        ) from exc
+    with slide:
+        properties = dict(slide.properties)
+        try:
+            mpp, problem = resolve_mpp(properties, slide_id, path, mpp_override), None
+        except MissingMppError as exc:
+            mpp, problem = None, str(exc)
+        return _summary(slide_id, path, slide, properties, mpp, problem)
 
 
 def open_slide(
