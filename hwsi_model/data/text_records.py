@@ -138,17 +138,18 @@ def parse_options(question: str) -> list[str]:
     letters = [f[0] for f in found]
     if letters and letters == list(LETTERS[: len(letters)]):
         return [f[1] for f in found]
-    marks = list(_INLINE_OPTION.finditer(question))
-    start = next((i for i, m in enumerate(marks) if m.group(1) == "A"), None)
-    if start is None:
+    # The marks A), B), C) ... in order; a letter mark inside an option's own text (the "I)" of
+    # "Undifferentiated (Grade I)") is not the next letter and stays part of that text.
+    marks = []
+    for m in _INLINE_OPTION.finditer(question):
+        if m.group(1) == LETTERS[len(marks)]:
+            marks.append(m)
+            if len(marks) == len(LETTERS):
+                break
+    if len(marks) < 2:
         return []
-    marks = marks[start:]
-    letters = [m.group(1) for m in marks]
-    n = next((i for i, c in enumerate(letters) if c != LETTERS[i]), len(letters))
-    if n < 2:
-        return []
-    ends = [m.start() for m in marks[1:n]] + [len(question)]
-    return [question[m.end() : e].strip() for m, e in zip(marks[:n], ends, strict=True)]
+    ends = [m.start() for m in marks[1:]] + [len(question)]
+    return [question[m.end() : e].strip() for m, e in zip(marks, ends, strict=True)]
 
 
 # -- reports ----------------------------------------------------------------------------------

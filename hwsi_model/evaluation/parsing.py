@@ -19,6 +19,7 @@ answer                         parsed     why
 ``"(B) ..."``, ``"[B]"``       ``B``      a bracketed letter
 ``"b."``, ``"b)"``, ``"b"``    ``B``      lower case only with a terminator or alone
 ``"Answer: B"``                ``B``      the accepted prefix
+``'B "'``, ``'"B"'``            ``B``      quotes around the letter (WSI-Bench references)
 ``"The answer is B"``          ``None``   a sentence, not the letter first
 ``"Foo"`` (an option's text)   its letter exact option text after :func:`normalize_label`
 ``"B Foo"``                    ``None``   a letter followed by a word could be an article
@@ -47,8 +48,11 @@ from collections.abc import Sequence
 LETTERS = "ABCDEFGHIJ"
 
 _PREFIX = re.compile(r"^\s*answer\s*:\s*", re.IGNORECASE)
-_UPPER = re.compile(r"^\s*(?:\(([A-J])\)|\[([A-J])\]|([A-J])(?=[).:,]|\s*$))")
-_LOWER = re.compile(r"^\s*(?:\(([a-j])\)|\[([a-j])\]|([a-j])(?=[).:]|\s*$))")
+# Opening quotes before the letter and closing quotes after it are not part of the answer
+# (WSI-Bench references such as 'B "').
+_Q_OPEN, _Q_END = "[\"'\u201c\u2018]*", "\\s*[\"'\u201d\u2019]*\\s*$"
+_UPPER = re.compile(rf"^\s*{_Q_OPEN}(?:\(([A-J])\)|\[([A-J])\]|([A-J])(?=[).:,]|{_Q_END}))")
+_LOWER = re.compile(rf"^\s*{_Q_OPEN}(?:\(([a-j])\)|\[([a-j])\]|([a-j])(?=[).:]|{_Q_END}))")
 _YESNO = re.compile(r"^[\s\"'(\[*]*(yes|no|true|false)(?=$|[\s.,;:!?)\]\"'*])", re.IGNORECASE)
 _NON_WORD = re.compile(r"[^\w]+")
 

@@ -139,3 +139,20 @@ def test_helpers() -> None:
     assert slide_id_from_image(["./T-1.csv"]) == "T-1"
     assert parse_options("Q?\nA) one\nB) two") == ["one", "two"]
     assert parse_options("Q?\nB) two") == []
+
+
+def test_inline_options_whose_text_holds_parentheses_and_letters() -> None:
+    """WSI-Bench writes the options on the question's line; their texts may hold "(Grade I)",
+    numbers and punctuation, and a letter mark inside a text is not the next option."""
+    q = (
+        "What is the tumour grade? A) Well differentiated (Grade I) B) Moderately"
+        " differentiated (Grade II) C) Poorly differentiated, 3+ mitoses (Grade III)"
+        " D) Undifferentiated (Grade IV)"
+    )
+    assert parse_options(q) == [
+        "Well differentiated (Grade I)",
+        "Moderately differentiated (Grade II)",
+        "Poorly differentiated, 3+ mitoses (Grade III)",
+        "Undifferentiated (Grade IV)",
+    ]
+    assert parse_options("Is it (A) benign?") == []  # one mark is not a list of options

@@ -31,6 +31,10 @@ OPTIONS = ["Benign glandular tissue", "Low-grade carcinoma", "High-grade carcino
         ("\n  D) Other.", "D"),
         ("Low-grade carcinoma.", "B"),  # exact option text
         ("  high grade CARCINOMA ", "C"),
+        ('B "', "B"),  # a WSI-Bench reference as written, with a stray closing quote
+        ('"B"', "B"),
+        ("\u201cC\u201d", "C"),
+        ('"B" is right', None),  # quotes do not open the door to text after the letter
         # rejected: not first, a sentence, an article, beyond the options, substrings
         ("The answer is B", None),
         ("I think B", None),
