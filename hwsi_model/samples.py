@@ -27,6 +27,13 @@ class Sample:
     cohort: str | None = None
 
 
+#: What the schema's slide_id pattern says, for error messages.
+SLIDE_ID_RULE = (
+    "a slide_id names output files: ASCII letters, digits, '.', '_' and '-' only, starting with "
+    "a letter or digit, no '..' (rename the slide in the sheet; its file name may stay)"
+)
+
+
 def _clean(value: object) -> object:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
@@ -50,6 +57,8 @@ def read_sample_sheet(path: str | Path) -> dict[str, Sample]:
             duplicate ids, non-numeric or non-positive ``mpp``.
     """
     path = Path(path)
+    if path.is_dir():
+        raise SampleSheetError(f"sample sheet {path} is a folder, not a CSV file")
     if not path.is_file():
         raise SampleSheetError(f"sample sheet {path} does not exist")
     try:
@@ -86,9 +95,12 @@ def read_sample_sheet(path: str | Path) -> dict[str, Sample]:
             validator.validate(record)
         except jsonschema.ValidationError as exc:
             field = ".".join(map(str, exc.absolute_path)) or "row"
+            message = exc.message
+            if field == "slide_id" and exc.validator == "pattern":
+                message = SLIDE_ID_RULE  # the rule in words, not the regular expression
             raise SampleSheetError(
                 f"sample sheet {path}, row {i + 2} ({record.get('slide_id', '?')!s}): "
-                f"{field}: {exc.message}"
+                f"{field}: {message}"
             ) from None
         sid = record["slide_id"]
         if sid in samples:

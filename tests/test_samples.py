@@ -35,6 +35,20 @@ def test_bad_slide_ids(tmp_path, sid, needle):
         read_sample_sheet(sheet)
 
 
+def test_slide_id_rule_is_said_in_words_and_odd_sheets_are_named(tmp_path):
+    with pytest.raises(SampleSheetError, match=r"row 2 \(\u00e51\): slide_id: a slide_id names"):
+        read_sample_sheet(write(tmp_path, "slide_id,path\n\u00e51,x.svs\n"))
+    folder = tmp_path / "sheet.csv"
+    folder.mkdir()
+    with pytest.raises(SampleSheetError, match="is a folder, not a CSV file"):
+        read_sample_sheet(folder)
+    # A byte-order mark and Windows line ends (a sheet saved by a spreadsheet program) read.
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes(b"\xef\xbb\xbfslide_id,path,mpp\r\na,x.svs,0.5\r\n")
+    s = read_sample_sheet(bom)
+    assert list(s) == ["a"] and s["a"].mpp == 0.5 and s["a"].path.endswith("x.svs")
+
+
 def test_duplicate_ids(tmp_path):
     sheet = write(tmp_path, "slide_id,path\na,x.svs\na,y.svs\n")
     with pytest.raises(SampleSheetError, match="duplicate slide_id 'a'"):
