@@ -126,3 +126,89 @@ def test_direct_decoding_on_demo_pyramid(make_slide):
             a = fast.read_box(256, 512, 512, 512, 512 // level_ds, 512 // level_ds)
             b = slow.read_box(256, 512, 512, 512, 512 // level_ds, 512 // level_ds)
             np.testing.assert_array_equal(a, b)
+
+
+def _pixels(h: int = 700, w: int = 900) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    img[100:300, 200:600] = (180, 60, 120)  # a flat block, so that resizing has structure
+    return img
+
+
+def test_flat_tiffs_and_plain_images_read_like_a_pyramid_of_the_same_pixels(tmp_path):
+    """Files OpenSlide refuses (stripped TIFF, PNG, JPEG) read through the plain-image path;
+    their boxes and thumbnails equal those of a tiled TIFF of the same pixels read by
+    OpenSlide."""
+    import tifffile
+    from PIL import Image
+
+    img = _pixels()
+    tiled = tmp_path / "tiled.tiff"
+    tifffile.imwrite(tiled, img, photometric="rgb", tile=(256, 256), compression="zlib")
+    flat = tmp_path / "flat.tiff"
+    tifffile.imwrite(flat, img, photometric="rgb", rowsperstrip=32, compression="zlib")
+    png = tmp_path / "crop.png"
+    Image.fromarray(img).save(png)
+    with pytest.raises(openslide.OpenSlideError):
+        openslide.OpenSlide(str(flat))  # the case this path exists for
+    with open_slide(tiled, mpp_override=0.5) as ref:
+        want = [
+            ref.read_box(-50, 640, 300, 300, 300, 300),
+            ref.read_box(100, 50, 512, 512, 256, 256),
+        ]
+        thumb = ref.thumbnail_at_mpp(4.0)
+    for path in (flat, png):
+        with open_slide(path, mpp_override=0.5) as r:
+            assert r.vendor == "plain-image" and r.dimensions == (900, 700) and r.level_count == 1
+            got = [
+                r.read_box(-50, 640, 300, 300, 300, 300),
+                r.read_box(100, 50, 512, 512, 256, 256),
+            ]
+            for a, b in zip(got, want, strict=True):
+                np.testing.assert_array_equal(a, b)  # outside the image: white, as OpenSlide
+            np.testing.assert_array_equal(r.thumbnail_at_mpp(4.0), thumb)
+    # Without a resolution: the sample sheet's mpp is asked for.
+    with pytest.raises(MissingMppError, match="'mpp' column"):
+        open_slide(png)
+    jpg = tmp_path / "crop.jpg"
+    Image.fromarray(img).save(jpg, quality=95)
+    with open_slide(jpg, mpp_override=0.25) as r:
+        assert r.read_box(0, 0, 64, 64, 64, 64).shape == (64, 64, 3)
+
+
+def test_a_flat_tiff_with_resolution_tags_in_cm_gives_its_mpp(tmp_path):
+    import tifffile
+
+    path = tmp_path / "flat_res.tiff"
+    # 20,000 px per cm = 0.5 um/px; tifffile writes RESUNIT 3 (centimetre).
+    tifffile.imwrite(path, _pixels(64, 64), photometric="rgb", resolution=(20000, 20000),
+                     resolutionunit="CENTIMETER")  # fmt: skip
+    with open_slide(path) as r:
+        assert r.mpp == pytest.approx(0.5) and r.mpp_info.source == "openslide.mpp-x/y"
+    dpi72 = tmp_path / "dpi72.tiff"
+    tifffile.imwrite(dpi72, _pixels(64, 64), photometric="rgb", resolution=(72, 72),
+                     resolutionunit="INCH")  # fmt: skip
+    with pytest.raises(MissingMppError, match="placeholder"):
+        open_slide(dpi72)
+
+
+def test_large_flat_images_are_downsampled_band_by_band(tmp_path, monkeypatch):
+    """A thumbnail of a flat image (no coarser level) is read in bands below the size limit;
+    the result matches the one-piece read up to the band edges' resampling."""
+    import tifffile
+
+    from hwsi_model.slide.reader import SlideReader
+
+    path = tmp_path / "flat.tiff"
+    tifffile.imwrite(path, _pixels(), photometric="rgb", rowsperstrip=16)
+    with open_slide(path, mpp_override=0.5) as r:
+        whole = r.thumbnail_at_mpp(4.0)
+    reads = []
+    monkeypatch.setattr(SlideReader, "max_read_px", 900 * 100)  # 100 rows of the image
+    with open_slide(path, mpp_override=0.5) as r:
+        original = r._read_rgb
+        r._read_rgb = lambda *a: reads.append(a[3] * a[4]) or original(*a)
+        banded = r.thumbnail_at_mpp(4.0)
+    assert banded.shape == whole.shape and len(reads) >= 7
+    assert max(reads) <= 900 * 100
+    assert np.abs(banded.astype(int) - whole.astype(int)).mean() < 2.0

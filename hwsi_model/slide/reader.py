@@ -88,7 +88,8 @@ class SlideReader:
     """An open slide with micrometre-aware reads.
 
     Args:
-        path: slide file (any format OpenSlide reads: SVS, tiled TIFF, NDPI, MRXS, DICOM, ...).
+        path: slide file (any format OpenSlide reads: SVS, tiled TIFF, NDPI, MRXS, DICOM, ...;
+            or a flat TIFF, PNG or JPEG, read by :mod:`hwsi_model.slide.plain_image`).
         slide_id: name used in messages (default: file stem).
         mpp_override: level-0 um/px from the sample sheet, overriding the file.
         direct_decode: decode TIFF/SVS tiles directly where that is pixel-identical to
@@ -108,14 +109,7 @@ class SlideReader:
     ) -> None:
         self.path = str(path)
         self.slide_id = slide_id or Path(path).stem
-        if not Path(path).is_file():
-            raise SlideOpenError(f"slide '{self.slide_id}': file not found: {self.path}")
-        try:
-            self._slide = openslide.OpenSlide(self.path)
-        except (openslide.OpenSlideError, OSError) as exc:
-            raise SlideOpenError(
-                f"slide '{self.slide_id}': OpenSlide cannot open {self.path}: {_one_line(exc)}"
-            ) from exc
+        self._slide = _open_any(self.path, self.slide_id)
         self.properties: dict[str, str] = dict(self._slide.properties)
         try:
             self.mpp_info = resolve_mpp(self.properties, self.slide_id, self.path, mpp_override)
@@ -186,6 +180,9 @@ class SlideReader:
         level = self.best_level(downsample)
         ds = self.level_downsamples[level]
         lw, lh = max(1, round(w0 / ds)), max(1, round(h0 / ds))
+        if lw * lh > self.max_read_px and out_h > 1 and (lw, lh) != (out_w, out_h):
+            # No coarser level (a flat image): read in bands, so memory stays bounded.
+            return self._read_box_in_bands(x, y, w0, h0, out_w, out_h)
         try:
             rgb = self._read_rgb(int(x), int(y), level, lw, lh)
         except (openslide.OpenSlideError, OSError) as exc:
@@ -202,6 +199,20 @@ class SlideReader:
                 img = img.resize((out_w, out_h), Image.Resampling.BILINEAR)
             rgb = np.asarray(img)
         return rgb
+
+    #: Largest box (level px) read in one piece; larger downsampled reads go band by band.
+    max_read_px = 64 * 1024 * 1024
+
+    def _read_box_in_bands(
+        self, x: int, y: int, w0: int, h0: int, out_w: int, out_h: int
+    ) -> np.ndarray:
+        rows = max(1, int(self.max_read_px / max(w0, 1) * out_h / max(h0, 1)))  # output rows
+        bands = []
+        for o0 in range(0, out_h, rows):
+            o1 = min(out_h, o0 + rows)
+            y0, y1 = round(o0 * h0 / out_h), round(o1 * h0 / out_h)
+            bands.append(self.read_box(x, y + y0, w0, max(1, y1 - y0), out_w, o1 - o0))
+        return np.concatenate(bands, axis=0)
 
     def _read_rgb(self, x: int, y: int, level: int, w: int, h: int) -> np.ndarray:
         """``[h, w, 3] uint8`` RGB of a level's region, composited on white.
@@ -270,7 +281,7 @@ def _rgba_to_rgb_on_white(rgba: np.ndarray) -> np.ndarray:
 def _summary(
     slide_id: str,
     path: str,
-    slide: openslide.OpenSlide,
+    slide,
     properties: dict[str, str],
     mpp: MppInfo | None,
     mpp_problem: str | None = None,
@@ -280,7 +291,8 @@ def _summary(
     return {
         "slide_id": slide_id,
         "path": path,
-        "format": openslide.OpenSlide.detect_format(path),
+        "format": openslide.OpenSlide.detect_format(path)
+        or f"plain image ({properties.get('hwsi.reader')})",
         "vendor": properties.get(openslide.PROPERTY_NAME_VENDOR, "unknown"),
         "dimensions": [w, h],
         "mpp": round(mpp.mpp, 6) if known else None,
@@ -300,6 +312,26 @@ def _summary(
     }
 
 
+def _open_any(path: str, slide_id: str):
+    """An ``openslide.OpenSlide``, or for a file it refuses that an image reader opens (flat
+    TIFF, PNG, JPEG) a :class:`~hwsi_model.slide.plain_image.PlainImage`."""
+    if not Path(path).is_file():
+        raise SlideOpenError(f"slide '{slide_id}': file not found: {path}")
+    try:
+        return openslide.OpenSlide(path)
+    except (openslide.OpenSlideError, OSError) as exc:
+        refused = exc
+    from hwsi_model.slide.plain_image import PlainImage
+
+    try:
+        return PlainImage(path)
+    except ValueError as exc:
+        raise SlideOpenError(
+            f"slide '{slide_id}': OpenSlide cannot open {path}: {_one_line(refused)}; "
+            f"as a plain image: {_one_line(exc)}"
+        ) from None
+
+
 def describe_slide(path: str | Path, mpp_override: float | None = None) -> dict[str, object]:
     """What a file holds (``hwsi info``): format, vendor, dimensions, levels, properties and its
     resolution, or, when the file has none, ``mpp: None`` and ``mpp_problem`` saying what to add.
@@ -311,21 +343,16 @@ def describe_slide(path: str | Path, mpp_override: float | None = None) -> dict[
     """
     path = str(path)
     slide_id = Path(path).stem
-    if not Path(path).is_file():
-        raise SlideOpenError(f"slide '{slide_id}': file not found: {path}")
+    slide = _open_any(path, slide_id)
     try:
-        slide = openslide.OpenSlide(path)
-    except (openslide.OpenSlideError, OSError) as exc:
-        raise SlideOpenError(
-            f"slide '{slide_id}': OpenSlide cannot open {path}: {_one_line(exc)}"
-        ) from exc
-    with slide:
         properties = dict(slide.properties)
         try:
             mpp, problem = resolve_mpp(properties, slide_id, path, mpp_override), None
         except MissingMppError as exc:
             mpp, problem = None, str(exc)
         return _summary(slide_id, path, slide, properties, mpp, problem)
+    finally:
+        slide.close()
 
 
 def open_slide(
