@@ -212,3 +212,17 @@ def test_large_flat_images_are_downsampled_band_by_band(tmp_path, monkeypatch):
     assert banded.shape == whole.shape and len(reads) >= 7
     assert max(reads) <= 900 * 100
     assert np.abs(banded.astype(int) - whole.astype(int)).mean() < 2.0
+
+
+def test_a_truncated_flat_tiff_fails_on_read_with_a_clear_error(tmp_path):
+    import tifffile
+
+    path = tmp_path / "flat.tiff"
+    tifffile.imwrite(path, _pixels(), photometric="rgb", rowsperstrip=16, compression="zlib")
+    cut = tmp_path / "cut.tiff"
+    cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with (
+        pytest.raises((SlideOpenError, SlideReadError), match="slide 'cut'"),
+        open_slide(cut, mpp_override=0.5) as r,
+    ):
+        r.thumbnail_at_mpp(1.0)

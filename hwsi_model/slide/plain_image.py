@@ -1,4 +1,4 @@
-"""Images OpenSlide refuses but an image reader opens: stripped or untiled TIFFs, PNG, JPEG.
+"""Images OpenSlide refuses but an image reader opens: stripped (untiled) TIFFs, PNG, JPEG.
 
 :class:`PlainImage` offers the part of ``openslide.OpenSlide`` that
 :class:`~hwsi_model.slide.reader.SlideReader` uses (one level, ``read_region`` as RGBA with
@@ -49,7 +49,13 @@ class PlainImage:
         with open(self.path, "rb") as f:
             is_tiff = f.read(4) in _TIFF_MAGIC
         if is_tiff:
-            self._open_tiff()
+            try:
+                self._open_tiff()
+            except ValueError:
+                raise
+            except Exception as exc:  # no pages, broken structure: not readable as an image
+                self.close()
+                raise ValueError(f"{self.path}: tifffile cannot read it ({exc})") from None
         else:
             self._open_pillow()
         if self._array.dtype != np.uint8:
@@ -68,6 +74,9 @@ class PlainImage:
         except Exception as exc:  # a TIFF header but no readable structure
             raise ValueError(f"{self.path}: tifffile cannot read it ({exc})") from None
         page = self._tif.pages[0]
+        if page.is_tiled:  # a tiled TIFF that OpenSlide refuses is corrupt, not a flat image
+            self.close()
+            raise ValueError(f"{self.path}: a tiled TIFF (a pyramid OpenSlide should read)")
         shape = page.shape
         if page.planarconfig == tifffile.PLANARCONFIG.SEPARATE or len(shape) not in (2, 3):
             raise ValueError(f"{self.path}: planar or multi-sample TIFF layout {shape} not read")
@@ -121,7 +130,11 @@ class PlainImage:
         W, H = self.dimensions
         x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, W), min(y + h, H)
         if x1 > x0 and y1 > y0:
-            out[y0 - y : y1 - y, x0 - x : x1 - x] = _rgba(np.asarray(self._array[y0:y1, x0:x1]))
+            try:
+                window = np.asarray(self._array[y0:y1, x0:x1])
+            except Exception as exc:  # decoder errors: corrupt or truncated data
+                raise OSError(f"cannot decode {self.path}: {exc}") from exc
+            out[y0 - y : y1 - y, x0 - x : x1 - x] = _rgba(window)
         return out
 
     def close(self) -> None:
