@@ -161,9 +161,8 @@ def train_inputs(wildcards):
         inputs["init"] = OUT.stage_path(2, "model", "flat")
     elif baseline:
         inputs["init"] = OUT.stage_path(1, "model")
-    if stage == 2 or baseline:
-        if require(config, "training.llm") == "demo":
-            inputs["llm"] = train_llm()
+    if (stage == 2 or baseline) and require(config, "training.llm") == "demo":
+        inputs["llm"] = OUT.model("tiny_llm")
     return inputs
 
 

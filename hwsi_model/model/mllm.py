@@ -158,7 +158,6 @@ class HWSIModel(nn.Module):
         if config.visual_input == "flat" and pc.llm_hidden_size:
             self.flat_projector = ScaleProjector(config.visual.patch_dim, pc.llm_hidden_size)
         self.llm = llm
-        self.tokenizer = tokenizer
         self.text_encoder = text_encoder
         self.processor: HWSIProcessor | None = None
         if tokenizer is not None:
@@ -204,6 +203,11 @@ class HWSIModel(nn.Module):
     @property
     def is_lora(self) -> bool:
         return self.llm is not None and hasattr(self.llm, "peft_config")
+
+    @property
+    def tokenizer(self):
+        """The LLM's tokenizer (the processor's), or ``None`` without an LLM."""
+        return self.processor.tokenizer if self.processor is not None else None
 
     def _require_llm(self) -> HWSIProcessor:
         if self.llm is None or self.processor is None:

@@ -182,7 +182,7 @@ class SlideReader:
         lw, lh = max(1, round(w0 / ds)), max(1, round(h0 / ds))
         if lw * lh > self.max_read_px and out_h > 1 and (lw, lh) != (out_w, out_h):
             # No coarser level (a flat image): read in bands, so memory stays bounded.
-            return self._read_box_in_bands(x, y, w0, h0, out_w, out_h)
+            return self._read_box_in_bands(x, y, w0, h0, out_w, out_h, lw * lh)
         try:
             rgb = self._read_rgb(int(x), int(y), level, lw, lh)
         except (openslide.OpenSlideError, OSError) as exc:
@@ -204,9 +204,11 @@ class SlideReader:
     max_read_px = 64 * 1024 * 1024
 
     def _read_box_in_bands(
-        self, x: int, y: int, w0: int, h0: int, out_w: int, out_h: int
+        self, x: int, y: int, w0: int, h0: int, out_w: int, out_h: int, level_px: int
     ) -> np.ndarray:
-        rows = max(1, int(self.max_read_px / max(w0, 1) * out_h / max(h0, 1)))  # output rows
+        """``read_box`` as bands of output rows, each read below :attr:`max_read_px`
+        (``level_px``: pixels of the whole box at the level it is read from)."""
+        rows = max(1, int(out_h * self.max_read_px / level_px))
         bands = []
         for o0 in range(0, out_h, rows):
             o1 = min(out_h, o0 + rows)

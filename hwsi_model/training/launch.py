@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import logging
 import os
 import re
@@ -27,7 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hwsi_model.atomic import write_text_atomic
 from hwsi_model.training.stage_config import StageConfig
 
 log = logging.getLogger(__name__)
@@ -85,7 +83,7 @@ class StageRun:
 
         path = Path(self.out) / MODEL_CONFIG_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(path, json.dumps(HWSIConfig.from_dict(self.model_config).to_dict()))
+        HWSIConfig.from_dict(self.model_config).save(path)
         return str(path)
 
     def run(self, progress: bool = False):
@@ -105,7 +103,7 @@ class StageRun:
         one file (``out/stage_settings.json``), written here."""
         settings = Path(self.out) / SETTINGS_FILE
         settings.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(settings, json.dumps(self.cfg.to_dict(), indent=2) + "\n")
+        self.cfg.save(settings)
         args = ["--stage", str(self.cfg.stage), "--manifest", self.manifest, "--out", self.out,
                 "--config", str(settings), "--no-progress"]  # fmt: skip
         for flag, value in (
