@@ -32,6 +32,8 @@ rule segment_cells:
         geojson=OUT.cells_geojson("{slide}"),
     log:
         OUT.log("segment_cells", "{slide}"),
+    benchmark:
+        OUT.benchmark("segment_cells", "{slide}")
     conda:
         "../envs/segmentation.yaml"
     threads: config["cells"]["threads"]

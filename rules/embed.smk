@@ -23,6 +23,8 @@ rule embed_patches:
         directory(OUT.embeddings("{slide}")),
     log:
         OUT.log("embed_patches", "{slide}"),
+    benchmark:
+        OUT.benchmark("embed_patches", "{slide}")
     conda:
         "../envs/hwsi.yaml"
     threads: config["embed"]["threads"]
@@ -49,6 +51,8 @@ rule select_patches:
         OUT.selection("{slide}"),
     log:
         OUT.log("select_patches", "{slide}"),
+    benchmark:
+        OUT.benchmark("select_patches", "{slide}")
     conda:
         "../envs/hwsi.yaml"
     threads: 1
@@ -73,6 +77,8 @@ rule embed_cells:
         directory(OUT.cell_embeddings("{slide}")),
     log:
         OUT.log("embed_cells", "{slide}"),
+    benchmark:
+        OUT.benchmark("embed_cells", "{slide}")
     conda:
         "../envs/hwsi.yaml"
     threads: config["embed"]["threads"]
@@ -102,6 +108,8 @@ rule build_cache:
         directory(OUT.cache("{slide}")),
     log:
         OUT.log("build_cache", "{slide}"),
+    benchmark:
+        OUT.benchmark("build_cache", "{slide}")
     conda:
         "../envs/hwsi.yaml"
     threads: 1

@@ -7,6 +7,8 @@ rule tiles:
         qc=OUT.qc("tiling", "{slide}"),
     log:
         OUT.log("tiles", "{slide}"),
+    benchmark:
+        OUT.benchmark("tiles", "{slide}")
     conda:
         "../envs/hwsi.yaml"
     threads: 1

@@ -6,6 +6,8 @@ rule tissue:
         directory(OUT.tissue("{slide}")),
     log:
         OUT.log("tissue", "{slide}"),
+    benchmark:
+        OUT.benchmark("tissue", "{slide}")
     conda:
         "../envs/hwsi.yaml"
     threads: 1

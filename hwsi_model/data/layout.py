@@ -21,6 +21,7 @@ path                               what (module that reads and writes it)
 ``training/...``                   model folders, checkpoints, loss curves per stage
 ``evaluation/``                    metrics.json, report.html, predictions, slide pages
 ``logs/{step}/{slide}.log``        one log per step and slide
+``benchmarks/{step}/{slide}.tsv``  Snakemake's job timing (wall s, peak memory) per step and slide
 =================================  ============================================================
 """
 
@@ -88,6 +89,10 @@ class OutputLayout:
     def log(self, step: str, slide: str | None = None) -> str:
         """``logs/{step}/{slide}.log``, or ``logs/{step}.log`` for a cohort-wide step."""
         return self._p("logs", step, f"{slide}.log") if slide else self._p("logs", f"{step}.log")
+
+    def benchmark(self, step: str, slide: str) -> str:
+        """``benchmarks/{step}/{slide}.tsv``: Snakemake's ``benchmark:`` record of one job."""
+        return self._p("benchmarks", step, f"{slide}.tsv")
 
     # -- cohort outputs ---------------------------------------------------------------------
     @property
