@@ -16,7 +16,6 @@ validate(config, "hwsi_model/schemas/config.schema.yaml")
 
 
 include: "rules/common.smk"
-include: "rules/tissue.smk"
 include: "rules/tiling.smk"
 include: "rules/cells.smk"
 include: "rules/embed.smk"

@@ -2,8 +2,8 @@
 
 1. DAG planning: a sample sheet of N slides whose files are empty placeholders (a dry run only
    checks that an input exists and reads its modification time; no slide is opened), then
-   ``snakemake -n`` on every per-slide output and the cohort manifest (7 jobs per slide), for
-   N = 1,000 and 10,000. Wall time of the whole command (Python start, parsing, DAG, job list).
+   ``snakemake -n`` on every per-slide output and the cohort manifest (2 jobs per slide:
+   ``prepare_slide`` and ``extract_slide``; 7 before), for N = 1,000, 10,000 and 100,000. Wall time of the whole command (Python start, parsing, DAG, job list).
 2. No-op re-run of a processed 100-slide cohort. Processing 100 slides here would take about an
    hour, so the cohort is made from the finished demo run (``demo/results``, 24 slides,
    ``make demo``; read only): the per-slide outputs of demo slide ``i % 24`` are copied under the
@@ -19,7 +19,7 @@
    QC pictures). The cohort manifest is left out: it reads the slide ids stored inside the
    caches, which the copies keep from their demo slide.
 
-Usage: python benchmarks/bench_planning.py [--sizes 1000 10000] [--noop-slides 100]
+Usage: python benchmarks/bench_planning.py [--sizes 1000 10000 100000] [--noop-slides 100]
        [--repeats 3] [--demo demo] [--out benchmarks/out/planning.json]
 """
 
@@ -51,6 +51,7 @@ PER_SLIDE = [
     "qc/tiling/{s}.png",
     "embeddings/{s}.zarr",
     "selection/{s}.csv",
+    "selection/{s}.json",
     "cells/{s}.zarr",
     "cells/{s}.geojson",
     "qc/cells/{s}.png",
@@ -212,7 +213,7 @@ def noop(n: int, demo: Path, root: Path, base: dict, repeats: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--sizes", type=int, nargs="*", default=[1000, 10000])
+    ap.add_argument("--sizes", type=int, nargs="*", default=[1000, 10000, 100000])
     ap.add_argument("--noop-slides", type=int, default=100, help="0: skip the no-op run")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--demo", type=Path, default=REPO / "demo", help="a finished `make demo`")

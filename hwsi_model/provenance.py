@@ -132,7 +132,7 @@ def _folder_digest(folder: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def _store_attrs(path: Path) -> dict[str, Any] | None:
+def store_attrs(path: Path) -> dict[str, Any] | None:
     """Root attributes of a Zarr v3 group (from ``zarr.json``), or ``None``."""
     meta = path / "zarr.json"
     if not meta.is_file():
@@ -153,7 +153,7 @@ def input_fingerprint(path: str | Path) -> dict[str, Any]:
     if not p.is_dir():  # recorded, not raised: provenance must never fail a finished step
         log.warning("provenance: input %s does not exist", p)
         return {"kind": "missing", "path": str(p)}
-    attrs = _store_attrs(p)
+    attrs = store_attrs(p)
     if attrs is not None:
         prov = attrs.get("provenance") or {}
         return {
@@ -243,7 +243,7 @@ def cache_fingerprint(cache_path: str | Path) -> dict[str, Any]:
     attributes only (no array is read). Raises ``FileNotFoundError`` when it is no Zarr group.
     """
     p = Path(cache_path)
-    attrs = _store_attrs(p)
+    attrs = store_attrs(p)
     if attrs is None:
         raise FileNotFoundError(f"{p} is not a Zarr store")
     prov = attrs.get("provenance") or {}
@@ -264,7 +264,7 @@ def cache_fingerprint(cache_path: str | Path) -> dict[str, Any]:
 def combined_fingerprint(paths: list[str | Path]) -> dict[str, Any]:
     """One fingerprint for many stores (e.g. a cohort's caches): their count and a digest of
     their (path, provenance id) pairs."""
-    ids = [(str(p), (_store_attrs(Path(p)) or {}).get("provenance", {}).get("id")) for p in paths]
+    ids = [(str(p), (store_attrs(Path(p)) or {}).get("provenance", {}).get("id")) for p in paths]
     return {"kind": "stores", "n": len(ids), "digest": _digest({"stores": ids})}
 
 

@@ -82,11 +82,36 @@ EMBED_HASH = config_hash(
         "tiles": TILES_HASH,
     }
 )
+SELECT_HASH = config_hash(SELECTION)
 # Recorded in the cell-embedding store (its inputs carry the selection and cells hashes).
 CELL_EMB_HASH = config_hash({"embed": EMBED_HASH, "top_k": SELECTION["top_k"]})
 CACHE_HASH = config_hash(
     {"embed": EMBED_HASH, "selection": SELECTION, "cells": CELLS_HASH}
 )
+
+# What the two per-slide jobs run with (hwsi_model/jobs: PrepareSettings, ExtractSettings).
+PREPARE_SETTINGS = {
+    "tissue": TISSUE_DETECT_CFG,
+    **{k: config[k] for k in ("mpp", "patch_size", "region_size", "mpp_tolerance")},
+    "min_tissue_fraction": TISSUE_CFG["min_tissue_fraction"],
+    "tissue_hash": TISSUE_HASH,
+    "tiles_hash": TILES_HASH,
+}
+EXTRACT_SETTINGS = {
+    "encoder": EMBED["encoder"],
+    "checkpoint": ENCODER_CHECKPOINT,
+    "extract": EXTRACT_PARAMS,
+    "selection": SELECTION,
+    "cells_model": CELLS_MODEL,
+    "cells": CELLS_PARAMS,
+    "hashes": {
+        "embeddings": EMBED_HASH,
+        "selection": SELECT_HASH,
+        "cells": CELLS_HASH,
+        "cell_embeddings": CELL_EMB_HASH,
+        "cache": CACHE_HASH,
+    },
+}
 
 
 wildcard_constraints:
@@ -102,22 +127,14 @@ def slide_mpp_override(wildcards):
     return SAMPLES[wildcards.slide].mpp or 0
 
 
-def segment_inputs(wildcards):
-    """Slide, tiles, the patch list (selected mode) and a workflow-trained model."""
-    inputs = {
-        "slide": slide_path(wildcards),
-        "tiles": OUT.tiles(wildcards.slide),
-    }
-    if CELLS["patches"] == "selected":
-        inputs["patch_list"] = OUT.selection(wildcards.slide)
+def extract_inputs(wildcards):
+    """The encoder and StarDist folders when the workflow builds them (demo)."""
+    inputs = {}
+    if EMBED["checkpoint"] == "demo":
+        inputs["encoder"] = ENCODER_CHECKPOINT
     if CELLS["model"] == "demo":
-        inputs["model"] = CELLS_MODEL
+        inputs["stardist"] = CELLS_MODEL
     return inputs
-
-
-def encoder_inputs(wildcards):
-    """The encoder folder when the workflow builds it (demo)."""
-    return {"encoder": ENCODER_CHECKPOINT} if EMBED["checkpoint"] == "demo" else {}
 
 
 def all_outputs():

@@ -1,29 +1,27 @@
-rule tiles:
-    """Patch grid (target mpp) over the tissue, grouped into regions; Zarr v3 store + QC picture."""
+rule prepare_slide:
+    """Tissue mask, patch/region grid (Zarr v3 store) and tiling QC picture of one slide."""
     input:
-        tissue=OUT.tissue("{slide}"),
+        slide=slide_path,
     output:
-        store=directory(OUT.tiles("{slide}")),
-        qc=OUT.qc("tiling", "{slide}"),
+        # update(): kept when the job re-runs, so that a step still current is not redone
+        tissue=update(directory(OUT.tissue("{slide}"))),
+        tiles=update(directory(OUT.tiles("{slide}"))),
+        qc=update(OUT.qc("tiling", "{slide}")),
     log:
-        OUT.log("tiles", "{slide}"),
+        OUT.log("prepare_slide", "{slide}"),
     benchmark:
-        OUT.benchmark("tiles", "{slide}")
+        OUT.benchmark("prepare_slide", "{slide}")
     conda:
         "../envs/hwsi.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=4000,
+        runtime=30,
     params:
-        mpp=config["mpp"],
-        patch_size=config["patch_size"],
-        region_size=config["region_size"],
-        mpp_tolerance=config["mpp_tolerance"],
-        min_tissue_fraction=TISSUE_CFG["min_tissue_fraction"],
-        config_hash=TILES_HASH,
+        mpp_override=slide_mpp_override,
+        settings=PREPARE_SETTINGS,
     script:
-        "../workflow_scripts/tile_slide.py"
+        "../workflow_scripts/prepare_slide.py"
 
 
 rule tiling_summary:

@@ -1,72 +1,80 @@
 """Incremental cohorts: cohort B appended to cohort A's sample sheet runs only B's per-slide jobs
 and the aggregates (Snakemake's own dry-run job list), leaves A's outputs byte- and
-mtime-identical, and a changed encoder or selection parameter re-runs only what depends on it
-(grid parameters: test_workflow.py).
+mtime-identical, and a changed parameter re-runs only the steps that depend on it: Snakemake
+re-runs a slide's job, whose steps keep every output still current (the steps run are read from
+the job's log; grid parameters: test_workflow.py).
 
-The chain is tissue -> tiles -> patch embeddings (the demo's tiny ViT) -> selection, with the
-tiling summary as the aggregate: the cheapest real configuration (no StarDist); the whole chain
-up to the manifest with a new slide is planned in test_workflow.py."""
+The chain is the whole per-slide one (tissue and tiles; patch embeddings with the demo's tiny
+ViT, selection, StarDist nuclei with the tests' small trained model, cell embeddings, cache)
+on 1024 x 1024 px slides, with the tiling summary as the aggregate."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from test_robustness import snapshot
-from test_workflow import SUMMARY, planned_jobs, snakemake, write_cohort
+from test_workflow import SUMMARY, planned_jobs, snakemake, snapshot, steps_of_job, write_cohort
 
 pytestmark = pytest.mark.workflow
 
 EMBED = (
-    "embed:\n  encoder: tiny-vit\n  checkpoint: {checkpoint}\n  num_workers: 0\n"
+    "embed:\n  encoder: tiny-vit\n  checkpoint: demo\n  num_workers: 0\n"
     "  precision: {precision}\n  selection:\n"
 )
 SELECTION = "    n_candidates: 4\n    top_k: {top_k}\n"
-PER_SLIDE = ("tissue", "tiles", "embed_patches", "select_patches")
+CELLS = "cells:\n  model: {model}\n  mpp: 0.5\n"
+PER_SLIDE = ("prepare_slide", "extract_slide")
+GPU_STEPS = ["embed_patches", "select_patches", "segment_cells", "embed_cells", "build_cache"]
 
 
-def config(checkpoint: str = "demo", top_k: int = 2, precision: str = "auto") -> str:
-    return EMBED.format(checkpoint=checkpoint, precision=precision) + SELECTION.format(top_k=top_k)
+def config(model: Path, top_k: int = 2, precision: str = "auto") -> str:
+    return (
+        EMBED.format(precision=precision)
+        + SELECTION.format(top_k=top_k)
+        + CELLS.format(model=model)
+    )
 
 
 def targets(slides: list[str]) -> list[str]:
-    return [SUMMARY, *(f"out/selection/{s}.csv" for s in slides)]
+    return [SUMMARY, *(f"out/cache/{s}.zarr" for s in slides)]
 
 
-def outputs_of(out: Path, slides: list[str]) -> dict[str, tuple[int, bytes]]:
-    """mtime and bytes of every file of these slides' outputs."""
+def outputs_of(out: Path, slides: list[str], folders=None) -> dict[str, tuple[int, bytes]]:
+    """mtime and bytes of every file of these slides' outputs (all folders by default)."""
+    folders = folders or ("tissue", "tiles", "embeddings", "cells", "cell_embeddings", "cache")
     snap = {}
     for sid in slides:
-        for folder, name in (
-            ("tissue", sid),
-            ("tiles", f"{sid}.zarr"),
-            ("embeddings", f"{sid}.zarr"),
-        ):
+        for folder in folders:
+            name = sid if folder == "tissue" else f"{sid}.zarr"
             snap.update(
                 {f"{folder}/{name}/{k}": v for k, v in snapshot(out / folder / name).items()}
             )
-        sel = out / "selection" / f"{sid}.csv"
-        snap[f"selection/{sid}.csv"] = (sel.stat().st_mtime_ns, sel.read_bytes())
+        if "selection" in folders or folders is None:
+            sel = out / "selection" / f"{sid}.csv"
+            snap[f"selection/{sid}.csv"] = (sel.stat().st_mtime_ns, sel.read_bytes())
     return snap
 
 
 def test_new_cohort_runs_only_its_slides_and_changed_parameters_only_their_steps(
-    tmp_path, make_slide, venv_path_env
+    tmp_path, make_slide, trained, venv_path_env
 ):
     work, out = tmp_path / "wf", tmp_path / "wf" / "out"
+    model = trained[0]
     a = [make_slide(f"a{i}", 1024, 1024, mpp=0.5, seed=i) for i in range(2)]
     b = [make_slide("b0", 1024, 1024, mpp=0.5, seed=10)]
     rows_a = [f"{p.stem},{p}," for p in a]
     rows_b = [f"{p.stem},{p}," for p in b]
     ids_a, ids_b = [p.stem for p in a], [p.stem for p in b]
 
-    write_cohort(work, rows_a, extra_yaml=config())
+    write_cohort(work, rows_a, extra_yaml=config(model))
     proc = snakemake(work, venv_path_env, *targets(ids_a), "--cores", "2")
     assert proc.returncode == 0, proc.stderr[-3000:]
     before = outputs_of(out, ids_a)
+    for sid in ids_a:
+        assert steps_of_job(out, "extract_slide", sid) == (GPU_STEPS, [])
 
     # Cohort B appended: only B's per-slide jobs and the aggregate are planned.
-    write_cohort(work, rows_a + rows_b, extra_yaml=config())
+    write_cohort(work, rows_a + rows_b, extra_yaml=config(model))
     proc = snakemake(work, venv_path_env, *targets(ids_a + ids_b), "-n")
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = planned_jobs(proc.stdout)
@@ -81,21 +89,30 @@ def test_new_cohort_runs_only_its_slides_and_changed_parameters_only_their_steps
     assert planned_jobs(proc.stdout) == [], proc.stdout  # a no-op re-run plans nothing
 
     everyone = ids_a + ids_b
-    # Another encoder: the embeddings and what reads them, not tissue, tiles or the summary.
-    from hwsi_model.demo.tiny_encoder import build_tiny_encoder
+    upstream = outputs_of(out, everyone, ("tissue", "tiles", "embeddings"))
+    # Another selection size: Snakemake re-runs each slide's GPU job, whose patch embeddings
+    # are current and kept; the selection and everything made from it is redone.
+    write_cohort(work, rows_a + rows_b, extra_yaml=config(model, top_k=3))
+    jobs = planned_jobs(snakemake(work, venv_path_env, *targets(everyone), "-n").stdout)
+    assert set(jobs) == {("extract_slide", s) for s in everyone}
+    proc = snakemake(work, venv_path_env, *targets(everyone), "--cores", "2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for sid in everyone:
+        assert steps_of_job(out, "extract_slide", sid) == (GPU_STEPS[1:], GPU_STEPS[:1])
+    assert outputs_of(out, everyone, ("tissue", "tiles", "embeddings")) == upstream
+    assert "top_k" in (out / "cache" / f"{ids_b[0]}.zarr" / "zarr.json").read_text()
 
-    other = build_tiny_encoder(tmp_path / "other_vit", seed=1)
-    write_cohort(work, rows_a + rows_b, extra_yaml=config(checkpoint=str(other)))
+    # Another embedding precision changes the embeddings: every GPU step of the slide re-runs,
+    # the tissue masks and grids stay.
+    write_cohort(work, rows_a + rows_b, extra_yaml=config(model, top_k=3, precision="bf16"))
     jobs = planned_jobs(snakemake(work, venv_path_env, *targets(everyone), "-n").stdout)
-    assert set(jobs) == {(r, s) for r in ("embed_patches", "select_patches") for s in everyone}
-    # Another selection size: only the selection.
-    write_cohort(work, rows_a + rows_b, extra_yaml=config(top_k=3))
-    jobs = planned_jobs(snakemake(work, venv_path_env, *targets(everyone), "-n").stdout)
-    assert set(jobs) == {("select_patches", s) for s in everyone}
-    # Another embedding precision changes the embeddings: they and what reads them re-run.
-    write_cohort(work, rows_a + rows_b, extra_yaml=config(precision="bf16"))
-    jobs = planned_jobs(snakemake(work, venv_path_env, *targets(everyone), "-n").stdout)
-    assert set(jobs) == {(r, s) for r in ("embed_patches", "select_patches") for s in everyone}
+    assert set(jobs) == {("extract_slide", s) for s in everyone}
+    proc = snakemake(work, venv_path_env, *targets(ids_b), "--cores", "2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert steps_of_job(out, "extract_slide", ids_b[0]) == (GPU_STEPS, [])
+    assert outputs_of(out, ids_b, ("tissue", "tiles")) == {
+        k: v for k, v in upstream.items() if k.startswith(("tissue/b0", "tiles/b0"))
+    }
 
 
 def test_demo_nucleus_model_does_not_depend_on_the_sample_sheet(tmp_path, make_slide,

@@ -21,9 +21,8 @@ SLURM = PROFILES / "slurm"
 LOCAL = PROFILES / "local"
 PROFILE_FILE = "config.v8+.yaml"
 
-PREP_RULES = {"tissue", "tiles"}
-FEATURE_RULES = {"embed_patches", "select_patches", "segment_cells", "embed_cells", "build_cache"}
-GPU_RULES = {"embed_patches", "segment_cells", "embed_cells"}
+PREP_RULE = "prepare_slide"  # tissue + tiles of a slide (CPU)
+GPU_RULE = "extract_slide"  # a slide's GPU chain: embeddings, selection, nuclei, cache
 
 
 def load_profile(folder: Path) -> dict:
@@ -97,7 +96,7 @@ def test_profiles_parse_as_snakemake_options() -> None:
         assert not unknown, f"{folder.name}: not Snakemake options: {unknown}"
     slurm = load_profile(SLURM)
     assert slurm["executor"] == "slurm" and slurm["retries"] >= 1
-    assert set(slurm["groups"]) == PREP_RULES | FEATURE_RULES
+    assert set(slurm["groups"]) == {PREP_RULE}
     assert set(slurm["group-components"]) == set(slurm["groups"].values())
     local = load_profile(LOCAL)
     assert "executor" not in local and local["keep-going"] is False
@@ -119,30 +118,23 @@ def test_slurm_dry_run_plans_groups_and_resources(workdir: Path, venv_path_env: 
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout + proc.stderr
     jobs = parse_dry_run(out)
-    slides = {j["slide"] for j in jobs if j["rule"] == "tissue"}
+    slides = {j["slide"] for j in jobs if j["rule"] == PREP_RULE}
     assert len(slides) == 6
-    # One slide_prep group job holds the 6 slides' tissue + tiles (32 slides fit in one).
-    assert Counter(re.findall(r"Group job (\w+)", out)) == {"slide_prep": 1, "slide_features": 6}
+    # One slide_prep group job holds the 6 slides' CPU jobs (32 slides fit in one).
+    assert Counter(re.findall(r"Group job (\w+)", out)) == {"slide_prep": 1}
     for job in jobs:
         rule, res = job["rule"], job["resources"]
-        if rule in PREP_RULES:
+        if rule == PREP_RULE:
             assert job["group"] == "slide_prep"
             assert res["slurm_partition"] == "cpu" and "gpu" not in res
-        elif rule in FEATURE_RULES:
-            assert job["group"] == "slide_features"
-            assert res["slurm_partition"] == "gpu"
         else:
             assert job["group"] is None, job
-        if rule in GPU_RULES or rule == "train":
+        if rule in (GPU_RULE, "train"):
             assert res["gpu"] == "1" and res["slurm_partition"] == "gpu", job
-        if rule in GPU_RULES:
+        if rule == GPU_RULE:
             assert res["mem_mb"] == "16000"
-    # Each slide_features group is the whole chain of one slide.
-    chains: dict[str, set] = {}
-    for job in jobs:
-        if job["group"] == "slide_features":
-            chains.setdefault(job["slide"], set()).add(job["rule"])
-    assert chains == {slide: FEATURE_RULES for slide in slides}
+    # One GPU job per slide.
+    assert Counter(j["slide"] for j in jobs if j["rule"] == GPU_RULE) == dict.fromkeys(slides, 1)
     runs = [j["resources"] for j in jobs if j["rule"] == "train"]
     assert len(runs) == 6  # three stages, flat stages 2-3, text-only stage 3: one rule
     assert all(r["nodes"] == "1" and r["mem_mb"] == "64000" for r in runs)
@@ -160,7 +152,7 @@ def test_local_dry_run_plans_the_same_jobs_ungrouped(workdir: Path, venv_path_en
     count = Counter((j["rule"], j["slide"]) for j in local_jobs)
     assert count == Counter((j["rule"], j["slide"]) for j in parse_dry_run(slurm.stdout))
     # Without the SLURM profile the rules keep their own resources (config: gpu 0).
-    embed = next(j for j in local_jobs if j["rule"] == "embed_patches")
+    embed = next(j for j in local_jobs if j["rule"] == GPU_RULE)
     assert embed["resources"]["mem_mb"] == "8000" and embed["resources"]["gpu"] == "0"
 
 
@@ -249,31 +241,27 @@ def test_sbatch_calls_of_the_planned_jobs(submitted: dict) -> None:
     for job in remote:
         if job.is_group():
             by_group.setdefault(job.groupid, []).append(job)
-    assert {k: len(v) for k, v in by_group.items()} == {"slide_prep": 1, "slide_features": 6}
+    assert {k: len(v) for k, v in by_group.items()} == {"slide_prep": 1}
     # Local rules (manifest, summaries, demo builders) never go to SLURM.
     local_rules = {j.rule.name for j in jobs if not j.is_group() and j.is_local}
     assert {"manifest", "tiling_summary", "build_demo_encoder"} <= local_rules
 
-    # slide_prep: 6 slides' tissue + tiles, 1 CPU each, side by side (16 at most: `cores`).
+    # slide_prep: 6 slides' CPU jobs, 1 CPU each, side by side (16 at most: `cores`).
     (prep,) = by_group["slide_prep"]
-    assert Counter(j.rule.name for j in prep.jobs) == {"tissue": 6, "tiles": 6}
+    assert Counter(j.rule.name for j in prep.jobs) == {PREP_RULE: 6}
     f = flags(sbatch_call(prep, settings))
-    tissue_min, tiles_min = (
-        next(j.resources.runtime for j in prep.jobs if j.rule.name == r)
-        for r in ("tissue", "tiles")
-    )
+    runtime = next(iter(prep.jobs)).resources.runtime  # side by side: one job's runtime
     assert f["-p"] == "cpu" and f["--cpus-per-task"] == "6" and f["--ntasks"] == "1"
-    assert f["--mem"] == str(6 * 2000) and f["-t"] == str(tissue_min + tiles_min)
+    assert f["--mem"] == str(6 * 4000) and f["-t"] == str(runtime)
     assert "--gpus" not in f and "--gres" not in f
 
-    # slide_features: one slide's GPU chain, run one step after the other in one GPU job.
-    for group in by_group["slide_features"]:
-        assert {j.rule.name for j in group.jobs} == FEATURE_RULES
-        assert len({j.wildcards.slide for j in group.jobs}) == 1
-        f = flags(sbatch_call(group, settings))
+    # extract_slide: one slide's GPU chain, one GPU job per slide.
+    chains = [j for j in remote if not j.is_group() and j.rule.name == GPU_RULE]
+    assert len({j.wildcards.slide for j in chains}) == len(chains) == 6
+    for job in chains:
+        f = flags(sbatch_call(job, settings))
         assert f["-p"] == "gpu" and f["--gpus"] == "1" and f["--mem"] == "16000"
-        assert f["-t"] == str(sum(j.resources.runtime for j in group.jobs))
-        assert f["--cpus-per-task"] == str(max(j.threads for j in group.jobs))
+        assert f["-t"] == "240" and f["--cpus-per-task"] == str(job.threads)
         assert "--ntasks" not in f  # GPU jobs: no implicit task geometry
 
     single = {j.rule.name: j for j in remote if not j.is_group() and j.rule.name != "train"}
@@ -294,14 +282,14 @@ def test_retries_ask_for_more_memory(submitted: dict) -> None:
     """Snakemake resubmits a failed job with attempt + 1; the profile's memory grows with it."""
     jobs, settings = submitted["jobs"], submitted["settings"]
     prep = next(j for j in jobs if j.is_group() and j.groupid == "slide_prep")
-    features = next(j for j in jobs if j.is_group() and j.groupid == "slide_features")
+    features = next(j for j in jobs if not j.is_group() and j.rule.name == GPU_RULE)
     stage1 = next(j for j in jobs if not j.is_group() and j.rule.name == "train"
                   and j.wildcards.run == "stage1")  # fmt: skip
     try:
         for attempt, factor in ((2, 2), (3, 3)):
             for job in (prep, features, stage1):
                 job.attempt = attempt
-            assert flags(sbatch_call(prep, settings))["--mem"] == str(factor * 6 * 2000)
+            assert flags(sbatch_call(prep, settings))["--mem"] == str(factor * 6 * 4000)
             assert flags(sbatch_call(features, settings))["--mem"] == str(factor * 16000)
             assert flags(sbatch_call(stage1, settings))["--mem"] == str(factor * 64000)
             # Only memory grows: runtime and GPUs stay.

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import zarr
 from chain_helpers import TOP_K, run_chain, write_slide
-from test_workflow import SUMMARY, planned_jobs, snakemake, write_cohort
+from test_workflow import SUMMARY, planned_jobs, snakemake, snapshot, write_cohort
 
 from hwsi_model.cli import main as hwsi
 from hwsi_model.data.check import check_cohort
@@ -34,15 +34,6 @@ def chain(tmp_path_factory) -> dict[str, Path]:
     slide = write_slide(root / "s.tiff")
     paths = run_chain(root / "out", slide, "s", root / "enc")
     return {**paths, "slide": slide, "out": root / "out", "encoder": root / "enc"}
-
-
-def snapshot(folder: Path) -> dict[str, tuple[int, bytes]]:
-    """mtime (ns) and bytes of every file under ``folder``."""
-    return {
-        str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.read_bytes())
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
 
 
 def rebuild_cache(paths: dict[str, Path], out: Path | None = None) -> None:
@@ -168,12 +159,12 @@ def test_slide_that_disappears_between_runs(tmp_path, make_slide, venv_path_env)
     log = proc.stdout + proc.stderr
     assert f"slide 'b': {b} (sample sheet samples.csv) does not exist" in log
     # A step that still needs the file stops the plan naming the slide and the file.
-    extra = "embed:\n  checkpoint: demo\n  num_workers: 0\n"
+    extra = "embed:\n  checkpoint: demo\n  num_workers: 0\ncells:\n  model: 2D_versatile_he\n"
     write_cohort(work, [f"a,{a},", f"b,{b},"], extra_yaml=extra)
     proc = snakemake(work, venv_path_env, "out/embeddings/a.zarr", "out/embeddings/b.zarr", "-n")
     log = proc.stdout + proc.stderr
     assert proc.returncode != 0
-    assert "Missing input files for rule embed_patches" in log and "slide=b" in log
+    assert "Missing input files for rule extract_slide" in log and "slide=b" in log
     assert str(b) in log and "slide 'b'" in log
     # Dropping its row: only the aggregate re-runs, slide a's outputs are untouched.
     write_cohort(work, [f"a,{a},"])

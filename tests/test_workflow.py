@@ -48,6 +48,24 @@ def planned_jobs(output: str) -> list[tuple[str, str | None]]:
     return jobs
 
 
+def snapshot(folder: Path) -> dict[str, tuple[int, bytes]]:
+    """mtime (ns) and bytes of every file under ``folder``."""
+    return {
+        str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.read_bytes())
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def steps_of_job(out: Path, rule: str, slide: str) -> tuple[list[str], list[str]]:
+    """(steps run, steps kept as current) by the last run of a slide's job, from its log."""
+    log = (out / "logs" / rule / f"{slide}.log").read_text()
+    m = re.findall(rf"slide '{re.escape(slide)}': ran (.*); kept (.*)$", log, re.M)
+    assert m, log[-2000:]
+    ran, kept = m[-1]
+    return tuple([] if v == "nothing" else v.split(", ") for v in (ran, kept))
+
+
 def write_cohort(workdir: Path, rows: list[str], extra_yaml: str = "", **config) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "samples.csv").write_text("slide_id,path,mpp\n" + "\n".join(rows) + "\n")
@@ -116,7 +134,7 @@ def test_cohort_with_broken_slides_then_incremental(
         assert not (out / "tiles" / f"{sid}.zarr").exists()
         errors = [
             ln
-            for ln in (out / "logs" / "tissue" / f"{sid}.log").read_text().splitlines()
+            for ln in (out / "logs" / "prepare_slide" / f"{sid}.log").read_text().splitlines()
             if " ERROR " in ln
         ]
         assert len(errors) == 1 and f"slide '{sid}'" in errors[0] and reason in errors[0]
@@ -139,14 +157,19 @@ def test_cohort_with_broken_slides_then_incremental(
     assert proc.returncode == 0, proc.stderr
     jobs = planned_jobs(proc.stdout)
     per_slide = {(r, s) for r, s in jobs if s is not None}
-    assert per_slide == {("tissue", "extra"), ("tiles", "extra")}
+    assert per_slide == {("prepare_slide", "extra")}
     assert {r for r, s in jobs if s is None} == {"tiling_summary"}
 
-    # A parameter that changes the grid re-runs the tiles, not the tissue masks.
+    # A parameter that changes the grid re-runs the tiles, not the tissue masks: Snakemake
+    # re-runs each slide's job, which keeps the current masks (bytes and mtimes).
+    masks = snapshot(out / "tissue")
     write_cohort(work, good, patch_size=128)
-    proc = snakemake(work, venv_path_env, SUMMARY, "-n")
-    rules = {r for r, _ in planned_jobs(proc.stdout)}
-    assert "tiles" in rules and "tissue" not in rules
+    proc = snakemake(work, venv_path_env, SUMMARY, "--cores", "2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for sid in ("cmu", "quarter", "boxes_mpp"):
+        assert steps_of_job(out, "prepare_slide", sid) == (["tiles"], ["tissue"])
+    assert snapshot(out / "tissue") == masks
+    assert "\t128\t" in (out / "tiles" / "summary.tsv").read_text()
 
 
 def test_cells_workflow_and_new_slides(tmp_path, cohort, trained, venv_path_env):
@@ -182,7 +205,6 @@ def test_cells_workflow_and_new_slides(tmp_path, cohort, trained, venv_path_env)
     write_cohort(work, rows[:3], extra_yaml=cells)
     jobs = planned_jobs(snakemake(work, venv_path_env, MANIFEST, "-n").stdout)
     new = sheet.slide_id[2]
-    per_slide = ("tissue", "tiles", "embed_patches", "select_patches", "segment_cells")
-    per_slide += ("embed_cells", "build_cache")
+    per_slide = ("prepare_slide", "extract_slide")
     assert {(r, s) for r, s in jobs if s is not None} == {(r, new) for r in per_slide}
     assert {r for r, s in jobs if s is None} == {"manifest"}

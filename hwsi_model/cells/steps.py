@@ -38,6 +38,21 @@ def read_patch_list(path: str | Path, tiles: TileGrid) -> np.ndarray:
     return idx
 
 
+def cells_inputs(
+    slide_path: str | Path,
+    tiles_store: str | Path,
+    patch_list: str | Path | None,
+    model_folder: str | Path,
+) -> dict:
+    """What a cell table is made from (its provenance inputs)."""
+    return {
+        "slide": slide_path,
+        "tiles": tiles_store,
+        "patch_list": patch_list,
+        "model": model_folder,
+    }
+
+
 def segment_step(
     slide_path: str | Path,
     slide_id: str,
@@ -52,11 +67,17 @@ def segment_step(
     allow_download: bool = False,
     threads: int | None = None,
     config_hash: str = "",
+    loaded: tuple | None = None,
 ) -> None:
-    """Segment one slide's patches (``patch_list``; ``None`` = all tissue patches)."""
+    """Segment one slide's patches (``patch_list``; ``None`` = all tissue patches).
+
+    ``loaded``: ``(model, folder)`` of :func:`load_stardist` when the caller loaded it already
+    (one model for the slides of a job)."""
     tiles, tiles_attrs = read_tiles(tiles_store)
     patches = np.arange(len(tiles)) if patch_list is None else read_patch_list(patch_list, tiles)
-    model, folder = load_stardist(model_spec, allow_download=allow_download, threads=threads)
+    model, folder = loaded or load_stardist(
+        model_spec, allow_download=allow_download, threads=threads
+    )
     with open_slide(slide_path, slide_id=slide_id, mpp_override=mpp_override) as reader:
         table, pct = segment_patches(reader, model, tiles, patches, params)
         attrs = {
@@ -75,13 +96,7 @@ def segment_step(
             "tiles_config_hash": tiles_attrs.get("config_hash", ""),
             "config_hash": config_hash,
             "provenance": describe(
-                config_hash,
-                {
-                    "slide": slide_path,
-                    "tiles": tiles_store,
-                    "patch_list": patch_list,
-                    "model": folder,
-                },
+                config_hash, cells_inputs(slide_path, tiles_store, patch_list, folder)
             ),
         }
         write_cells(out_store, table, attrs)

@@ -11,7 +11,8 @@ path                               what (module that reads and writes it)
 ``tiles/{slide}.zarr``             patch grid (:mod:`hwsi_model.data.stores.tiles`)
 ``tiles/summary.tsv``              one row per slide
 ``embeddings/{slide}.zarr``        patch embeddings (:mod:`hwsi_model.data.stores.patch_embeddings`)
-``selection/{slide}.csv``          selected patches (:mod:`hwsi_model.data.stores.selection`)
+``selection/{slide}.csv``          selected patches (:mod:`hwsi_model.data.stores.selection`),
+                                   ``.json``: its provenance record
 ``cells/{slide}.zarr``             nuclei (:mod:`hwsi_model.data.stores.cells`), ``.geojson``
 ``cell_embeddings/{slide}.zarr``   cell embeddings (:mod:`hwsi_model.data.stores.cell_embeddings`)
 ``cache/{slide}.zarr``             multi-scale cache (:mod:`hwsi_model.data.stores.cache`)
@@ -20,8 +21,8 @@ path                               what (module that reads and writes it)
 ``models/{name}/``                 models the workflow builds (demo encoder, StarDist, LLM)
 ``training/...``                   model folders, checkpoints, loss curves per stage
 ``evaluation/``                    metrics.json, report.html, predictions, slide pages
-``logs/{step}/{slide}.log``        one log per step and slide
-``benchmarks/{step}/{slide}.tsv``  Snakemake's job timing (wall s, peak memory) per step and slide
+``logs/{job}/{slide}.log``         one log per job (``prepare_slide``, ``extract_slide``) and slide
+``benchmarks/{job}/{slide}.tsv``   Snakemake's job timing (wall s, peak memory) per job and slide
 =================================  ============================================================
 """
 
@@ -70,6 +71,10 @@ class OutputLayout:
 
     def selection(self, slide: str) -> str:
         return self._p("selection", f"{slide}.csv")
+
+    def selection_record(self, slide: str) -> str:
+        """The selection's provenance record (:func:`hwsi_model.data.current.record_path`)."""
+        return self._p("selection", f"{slide}.json")
 
     def cells(self, slide: str) -> str:
         return self.store("cells", slide)

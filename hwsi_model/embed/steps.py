@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,22 +30,69 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class EncoderRun:
-    """Which patch encoder (a registry name), from which local weights, run how."""
+    """Which patch encoder (a registry name), from which local weights, run how.
+
+    ``loaded``: the encoder already loaded (:meth:`loaded_once`), so that the steps of one job
+    (patch and cell embeddings) share one copy."""
 
     name: str
     checkpoint: str | None = None
     params: ExtractParams = field(default_factory=ExtractParams)
+    loaded: object | None = field(default=None, compare=False, repr=False)
 
     def load(self):
+        if self.loaded is not None:
+            return self.loaded
         from hwsi_model.encoders import load_encoder
 
         device = resolve_device(self.params.device)
         return load_encoder(self.name, checkpoint=self.checkpoint or None, device=device)
 
+    def loaded_once(self) -> EncoderRun:
+        """This run with its encoder loaded now (later :meth:`load` calls return it)."""
+        return self if self.loaded is not None else replace(self, loaded=self.load())
+
 
 def _checkpoint_input(checkpoint: str | None) -> str | None:
     """The encoder checkpoint as a provenance input when it is a local path."""
     return checkpoint if checkpoint and Path(checkpoint).exists() else None
+
+
+def patch_embedding_inputs(slide: Sample, tiles_store: str | Path, run: EncoderRun) -> dict:
+    """What patch embeddings are made from (their provenance inputs)."""
+    return {"slide": slide.path, "tiles": tiles_store, "encoder": _checkpoint_input(run.checkpoint)}
+
+
+def cell_embedding_inputs(
+    slide: Sample,
+    tiles_store: str | Path,
+    selection_csv: str | Path,
+    cells_store: str | Path,
+    run: EncoderRun,
+) -> dict:
+    """What cell embeddings are made from (their provenance inputs)."""
+    return {
+        "slide": slide.path,
+        "tiles": tiles_store,
+        "selection": selection_csv,
+        "cells": cells_store,
+        "encoder": _checkpoint_input(run.checkpoint),
+    }
+
+
+def cache_inputs(
+    tiles_store: str | Path,
+    emb_store: str | Path,
+    selection_csv: str | Path,
+    cell_emb_store: str | Path,
+) -> dict:
+    """What a slide's cache is assembled from (its provenance inputs)."""
+    return {
+        "tiles": tiles_store,
+        "embeddings": emb_store,
+        "selection": selection_csv,
+        "cell_embeddings": cell_emb_store,
+    }
 
 
 def _encoder_attrs(encoder, name: str, checkpoint: str | None) -> dict:
@@ -83,12 +130,7 @@ def embed_patches_step(
                 "extract": asdict(params),
                 **_encoder_attrs(encoder, run.name, run.checkpoint),
                 "provenance": describe(
-                    config_hash,
-                    {
-                        "slide": slide.path,
-                        "tiles": tiles_store,
-                        "encoder": _checkpoint_input(run.checkpoint),
-                    },
+                    config_hash, patch_embedding_inputs(slide, tiles_store, run)
                 ),
             }
         )
@@ -120,7 +162,7 @@ def embed_cells_step(
     if len(missing):
         raise HwsiError(
             f"slide '{slide_id}': {len(missing)} selected patches were not segmented; "
-            "re-run segment_cells with the current selection"
+            "re-run extract_slide (its nuclei step) with the current selection"
         )
     encoder = run.load()
     ps, ps0 = tiles.geometry.patch_size, tiles.geometry.patch_size_level0
@@ -155,13 +197,7 @@ def embed_cells_step(
             **_encoder_attrs(encoder, run.name, run.checkpoint),
             "provenance": describe(
                 config_hash,
-                {
-                    "slide": slide.path,
-                    "tiles": tiles_store,
-                    "selection": selection_csv,
-                    "cells": cells_store,
-                    "encoder": _checkpoint_input(run.checkpoint),
-                },
+                cell_embedding_inputs(slide, tiles_store, selection_csv, cells_store, run),
             ),
         },
     )
@@ -185,7 +221,7 @@ def build_cache_step(
     sel = read_selection(selection_csv, tiles.n_regions, top_k)
     cells, cattrs = read_cell_embeddings(cell_emb_store)
     if not np.array_equal(cells.selected_patches, sel[sel >= 0]):
-        raise StoreError(f"{cell_emb_store} was made for another selection; re-run embed_cells")
+        raise StoreError(f"{cell_emb_store} was made for another selection; re-run extract_slide")
     S = tiles.geometry.region_size
     grid = np.full((tiles.n_regions, S, S), -1, np.int64)
     grid[tiles.region, tiles.region_pos[:, 0], tiles.region_pos[:, 1]] = np.arange(len(tiles))
@@ -221,13 +257,7 @@ def build_cache_step(
         "n_selected": int((sel >= 0).sum()),
         "n_cells": int(arrays["cell_emb"].shape[0]),
         "provenance": describe(
-            config_hash,
-            {
-                "tiles": tiles_store,
-                "embeddings": emb_store,
-                "selection": selection_csv,
-                "cell_embeddings": cell_emb_store,
-            },
+            config_hash, cache_inputs(tiles_store, emb_store, selection_csv, cell_emb_store)
         ),
     }
     write_cache(out_store, arrays, attrs)

@@ -49,6 +49,11 @@ def tissue_step(
     )
 
 
+def tiles_inputs(slide_path: str | Path | None, tissue_dir: str | Path) -> dict:
+    """What a patch grid is made from (its provenance inputs)."""
+    return {"slide": slide_path, "tissue": tissue_dir}
+
+
 def tiling_step(
     slide_id: str,
     tissue_dir: str | Path,
@@ -85,7 +90,7 @@ def tiling_step(
         },
         "config_hash": config_hash,
         "provenance": describe(
-            config_hash, {"slide": tissue.meta.get("slide_path"), "tissue": tissue_dir}
+            config_hash, tiles_inputs(tissue.meta.get("slide_path"), tissue_dir)
         ),
     }
     write_tiles(out_store, tiles, attrs)

@@ -69,7 +69,11 @@ def write_cell_embeddings(path: str | Path, cells: CellEmbeddings, attrs: dict[s
 def read_cell_embeddings(path: str | Path) -> tuple[CellEmbeddings, dict[str, Any]]:
     """The arrays and attributes of a cell-embedding store."""
     root, attrs = open_store(
-        path, CELL_EMB_SCHEMA, CELL_EMB_SCHEMA_VERSION, "cell-embedding store", "re-run embed_cells"
+        path,
+        CELL_EMB_SCHEMA,
+        CELL_EMB_SCHEMA_VERSION,
+        "cell-embedding store",
+        "re-run extract_slide",
     )
     return CellEmbeddings(**{name: root[name][...] for name in ARRAYS}), attrs
 

@@ -60,7 +60,7 @@ def patch_embedding_writer(
 def read_embeddings(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
     """``emb [N, D] float16`` and the attributes of a patch-embedding store."""
     root, attrs = open_store(
-        path, EMB_SCHEMA, EMB_SCHEMA_VERSION, "patch-embedding store", "re-run embed_patches"
+        path, EMB_SCHEMA, EMB_SCHEMA_VERSION, "patch-embedding store", "re-run extract_slide"
     )
     return root["emb"][...], attrs
 
