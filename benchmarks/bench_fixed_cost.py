@@ -10,6 +10,10 @@ cache) with ``--cores`` cores. Two records of every per-slide job are read:
   its end, :func:`hwsi_model.logs.log_timing`) and, for jobs that run several steps,
   ``timing step=NAME work_s=W`` per step and ``timing setup=NAME s=S`` per model loaded.
 
+With ``embed.slides_per_job > 1`` the GPU chains run in ``extract_batch`` jobs: a batch job's
+wall time is shared equally by its slides, and its per-step lines are assigned to the slide
+whose ``ran ...; kept ...`` line follows them.
+
 Work is the steps' own compute (reading the slide, encoding, segmenting, writing stores);
 model loading, imports and start-up are fixed cost. Per slide: fixed = sum of job walls -
 sum of work. A job that logs no per-step work (the one-step-per-job layout, where a step's
@@ -52,16 +56,26 @@ def make_config(work: Path, cohort: Path, out: Path) -> Path:
     return path
 
 
+FINISHED = re.compile(r"slide '([^']+)': ran .*; kept ")
+
+
 def read_timings(log: Path) -> dict:
-    """``{"work_s", "process_s", "steps": {name: s}, "setup": {name: s}}`` of one job's log."""
-    rec: dict = {"work_s": None, "process_s": None, "steps": {}, "setup": {}}
+    """``{"work_s", "process_s", "steps": {name: s}, "setup": {name: s}, "per_slide":
+    {slide: {name: s}}}`` of one job's log (``per_slide``: the steps before each slide's
+    ``ran ...; kept ...`` line)."""
+    rec: dict = {"work_s": None, "process_s": None, "steps": {}, "setup": {}, "per_slide": {}}
+    pending: dict[str, float] = {}
     for line in log.read_text().splitlines():
+        if m := FINISHED.search(line):
+            rec["per_slide"][m.group(1)], pending = pending, {}
+            continue
         m = TIMING.search(line)
         if not m:
             continue
         kind, name, value, process = m.groups()
         if kind == "step":
             rec["steps"][name] = float(value)
+            pending[name] = float(value)
         elif kind == "setup":
             rec["setup"][name] = float(value)
         else:
@@ -87,17 +101,28 @@ def step_work(jobs: dict[str, dict[str, dict]]) -> dict[str, dict[str, float]]:
     """step -> slide -> work s, from the per-step lines (or a one-step job's own line)."""
     work: dict[str, dict[str, float]] = defaultdict(dict)
     for per_slide in jobs.values():
-        for slide, rec in per_slide.items():
-            if rec.get("steps"):
-                for step, s in rec["steps"].items():
+        for rec in per_slide.values():
+            for slide, steps in rec.get("per_slide", {}).items():
+                for step, s in steps.items():
                     work[step][slide] = s
     return dict(work)
 
 
-def summarise(jobs: dict, work_ref: dict[str, dict[str, float]] | None) -> dict:
+def members(out: Path, jobs: dict) -> dict[str, list[str]]:
+    """batch -> its slides (from the batch records)."""
+    folder = out / "batches" / "extract"
+    return {
+        b: list(json.loads((folder / f"{b}.json").read_text())["slides"])
+        for b in jobs.get("extract_batch", {})
+    }
+
+
+def summarise(
+    jobs: dict, work_ref: dict[str, dict[str, float]] | None, batches: dict[str, list[str]]
+) -> dict:
     own = step_work(jobs)
     work = own or (work_ref or {})
-    slides = sorted({s for per in jobs.values() for s in per})
+    slides = sorted({s for r, per in jobs.items() if r != "extract_batch" for s in per})
     rules = {}
     for rule, per_slide in sorted(jobs.items()):
         walls = [r["wall_s"] for r in per_slide.values()]
@@ -114,12 +139,22 @@ def summarise(jobs: dict, work_ref: dict[str, dict[str, float]] | None) -> dict:
                 for k in sorted({k for r in per_slide.values() for k in r.get("setup", {})})
             },
         }
-    per_slide_wall = [sum(jobs[r][s]["wall_s"] for r in jobs if s in jobs[r]) for s in slides]
+    shared = {  # a batch job's wall time, shared by its slides
+        s: rec["wall_s"] / len(batches[b])
+        for b, rec in jobs.get("extract_batch", {}).items()
+        for s in batches[b]
+    }
+    per_slide_wall = [
+        sum(jobs[r][s]["wall_s"] for r in jobs if s in jobs[r] and r != "extract_batch")
+        + shared.get(s, 0.0)
+        for s in slides
+    ]
     per_slide_work = [sum(work[step].get(s, 0.0) for step in work) for s in slides]
     fixed = [w - k for w, k in zip(per_slide_wall, per_slide_work, strict=True)]
     return {
         "slides": len(slides),
-        "jobs_per_slide": statistics.mean(sum(1 for r in jobs if s in jobs[r]) for s in slides),
+        "jobs_per_slide": statistics.mean(sum(1 for r in jobs if s in jobs[r]) for s in slides)
+        + len(batches) / max(len(slides), 1),
         "rules": rules,
         "work_s_mean_per_step": {
             step: statistics.mean(v.values()) for step, v in sorted(work.items())
@@ -176,7 +211,7 @@ def main() -> None:
         "label": args.label,
         "cores": args.cores,
         "snakemake_wall_s": total,
-        **summarise(jobs, ref),
+        **summarise(jobs, ref, members(out, jobs)),
         "work_s_per_slide": step_work(jobs),
         "jobs": jobs,
     }

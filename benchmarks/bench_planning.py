@@ -3,7 +3,9 @@
 1. DAG planning: a sample sheet of N slides whose files are empty placeholders (a dry run only
    checks that an input exists and reads its modification time; no slide is opened), then
    ``snakemake -n`` on every per-slide output and the cohort manifest (2 jobs per slide:
-   ``prepare_slide`` and ``extract_slide``; 7 before), for N = 1,000, 10,000 and 100,000. Wall time of the whole command (Python start, parsing, DAG, job list).
+   ``prepare_slide`` and ``extract_slide``, plus one ``extract_batch`` per batch when
+   ``embed.slides_per_job`` > 1; 7 before), for N = 1,000, 10,000 and 100,000. Wall time of the
+   whole command (Python start, parsing, DAG, job list).
 2. No-op re-run of a processed 100-slide cohort. Processing 100 slides here would take about an
    hour, so the cohort is made from the finished demo run (``demo/results``, 24 slides,
    ``make demo``; read only): the per-slide outputs of demo slide ``i % 24`` are copied under the

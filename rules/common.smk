@@ -7,6 +7,7 @@ from snakemake.logging import logger
 
 from hwsi_model.workflow_config import config_hash, require
 from hwsi_model.data.layout import TRAINING_RUN, OutputLayout, parse_training_run
+from hwsi_model.jobs.batches import batch_of, slide_batches
 from hwsi_model.samples import read_sample_sheet
 
 SAMPLES = read_sample_sheet(config["samples"])
@@ -116,6 +117,7 @@ EXTRACT_SETTINGS = {
 
 wildcard_constraints:
     slide=r"[A-Za-z0-9][A-Za-z0-9._-]*",
+    batch=r"[A-Za-z0-9_-]+\.\d+",
 
 
 def slide_path(wildcards):
@@ -127,7 +129,14 @@ def slide_mpp_override(wildcards):
     return SAMPLES[wildcards.slide].mpp or 0
 
 
-def extract_inputs(wildcards):
+# embed.slides_per_job > 1: the GPU chains of a batch run in one process (rule extract_batch);
+# each slide's extract_slide then finds its outputs current.
+BATCHED = EMBED["slides_per_job"] > 1
+BATCHES = slide_batches(SAMPLES, EMBED["slides_per_job"]) if BATCHED else {}
+BATCH_OF = batch_of(BATCHES)
+
+
+def model_inputs():
     """The encoder and StarDist folders when the workflow builds them (demo)."""
     inputs = {}
     if EMBED["checkpoint"] == "demo":
@@ -135,6 +144,29 @@ def extract_inputs(wildcards):
     if CELLS["model"] == "demo":
         inputs["stardist"] = CELLS_MODEL
     return inputs
+
+
+def extract_inputs(wildcards):
+    """The models the workflow builds, and the slide's batch record when batched."""
+    inputs = model_inputs()
+    if BATCHED:
+        inputs["batch"] = OUT.extract_batch(BATCH_OF[wildcards.slide])
+    return inputs
+
+
+def batch_inputs(wildcards):
+    """The slides and grids of a batch, and the models the workflow builds."""
+    ids = BATCHES[wildcards.batch]
+    return {
+        **model_inputs(),
+        "slides": [SAMPLES[s].path for s in ids],
+        "tiles": [OUT.tiles(s) for s in ids],
+    }
+
+
+def batch_members(wildcards):
+    """[slide_id, path, mpp (0: the file's)] of each slide of a batch (a change re-runs it)."""
+    return [[s, SAMPLES[s].path, SAMPLES[s].mpp or 0] for s in BATCHES[wildcards.batch]]
 
 
 def all_outputs():

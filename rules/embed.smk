@@ -13,6 +13,32 @@ rule build_demo_encoder:
         "../workflow_scripts/build_demo_encoder.py"
 
 
+rule extract_batch:
+    """The GPU chains of a batch of slides (embed.slides_per_job > 1) in one process: the
+    interpreter, torch, TensorFlow, the encoder and the StarDist model are paid once."""
+    input:
+        unpack(batch_inputs),
+    output:
+        OUT.extract_batch("{batch}"),
+    log:
+        OUT.log("extract_batch", "{batch}"),
+    benchmark:
+        OUT.benchmark("extract_batch", "{batch}")
+    conda:
+        "../envs/extract.yaml"
+    threads: max(config["embed"]["threads"], config["cells"]["threads"])
+    resources:
+        mem_mb=8000,
+        runtime=60 + 30 * config["embed"]["slides_per_job"],
+        gpu=max(config["embed"]["gpu"], config["cells"]["gpu"]),
+    params:
+        members=batch_members,
+        outdir=config["outdir"],
+        settings=EXTRACT_SETTINGS,
+    script:
+        "../workflow_scripts/extract_batch.py"
+
+
 rule extract_slide:
     """Patch embeddings, selection, StarDist nuclei, cell embeddings and the multi-scale cache
     (the contract between extraction and training) of one slide, in one process."""
@@ -34,6 +60,8 @@ rule extract_slide:
         OUT.log("extract_slide", "{slide}"),
     benchmark:
         OUT.benchmark("extract_slide", "{slide}")
+    # Batched, the job only confirms what its batch made (or reports the slide's failure).
+    localrule: BATCHED
     conda:
         "../envs/extract.yaml"
     threads: max(config["embed"]["threads"], config["cells"]["threads"])

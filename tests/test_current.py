@@ -90,3 +90,23 @@ def test_a_store_is_current_only_for_its_hash_inputs_and_when_complete(tmp_path)
     record_path(p["selection"]).unlink()
     assert recorded_provenance(p["selection"]) is None
     assert recorded_provenance(tmp_path / "missing.zarr") is None
+
+
+def test_slide_batches_keep_cohorts_apart_and_rows_in_order():
+    from hwsi_model.jobs.batches import batch_of, slide_batches
+
+    samples = {
+        f"s{i}": Sample(f"s{i}", f"s{i}.svs", cohort="a b" if i < 5 else "c") for i in range(7)
+    }
+    batches = slide_batches(samples, 2)
+    assert list(batches.values()) == [["s0", "s1"], ["s2", "s3"], ["s4"], ["s5", "s6"]]
+    names = list(batches)
+    assert names[0].startswith("a_b-") and names[0].endswith(".0") and names[3].startswith("c-")
+    # Appending a cohort keeps every existing batch as it was.
+    more = {**samples, "t0": Sample("t0", "t0.svs", cohort="d")}
+    assert {k: v for k, v in slide_batches(more, 2).items() if k in batches} == batches
+    assert batch_of(batches)["s4"] == names[2]
+    # Cohorts that clean to the same name stay apart; no cohort is a cohort of its own.
+    odd = {"x": Sample("x", "x", cohort="a/b"), "y": Sample("y", "y", cohort="a b")}
+    assert len(slide_batches(odd, 4)) == 2
+    assert next(iter(slide_batches({"z": Sample("z", "z")}, 4))).startswith("sheet-")

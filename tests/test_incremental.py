@@ -135,3 +135,43 @@ def test_demo_nucleus_model_does_not_depend_on_the_sample_sheet(tmp_path, make_s
     inputs = next(line for line in block.splitlines() if line.strip().startswith("input:"))
     assert "gt/index.csv" in inputs and str(slides[1]) in inputs
     assert "samples.csv" not in inputs and str(slides[0]) not in inputs
+
+
+def test_batched_gpu_chains_run_in_one_process_and_a_new_cohort_forms_new_batches(
+    tmp_path, make_slide, trained, venv_path_env
+):
+    """``embed.slides_per_job: 2``: one extract_batch job runs the GPU chains of two slides (the
+    models loaded once); each slide's extract_slide finds its outputs current."""
+    import json
+
+    work, out = tmp_path / "wf", tmp_path / "wf" / "out"
+    slides = [make_slide(f"c{i}", 1024, 1024, mpp=0.5, seed=20 + i) for i in range(2)]
+    rows = [f"{p.stem},{p},,,,one" for p in slides]
+    cfg = config(trained[0]).replace("  precision:", "  slides_per_job: 2\n  precision:")
+
+    def sheet(lines: list[str]) -> None:
+        write_cohort(work, [], extra_yaml=cfg)
+        (work / "samples.csv").write_text(
+            "slide_id,path,mpp,split,label,cohort\n" + "\n".join(lines) + "\n"
+        )
+
+    sheet(rows)
+    proc = snakemake(work, venv_path_env, *targets(["c0", "c1"]), "--cores", "2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (record,) = (out / "batches" / "extract").glob("*.json")
+    ran = json.loads(record.read_text())["slides"]
+    assert {s: r["ran"] for s, r in ran.items()} == {"c0": GPU_STEPS, "c1": GPU_STEPS}
+    log = (out / "logs" / "extract_batch" / f"{record.stem}.log").read_text()
+    assert log.count("timing setup=encoder") == 1 and log.count("timing setup=stardist") == 1
+    for sid in ("c0", "c1"):
+        assert steps_of_job(out, "extract_slide", sid) == ([], GPU_STEPS)
+
+    # A new cohort: its own batch; the first cohort's batch and slides are not planned.
+    new = make_slide("d0", 1024, 1024, mpp=0.5, seed=30)
+    sheet([*rows, f"d0,{new},,,,two"])
+    jobs = planned_jobs(snakemake(work, venv_path_env, *targets(["c0", "c1", "d0"]), "-n").stdout)
+    assert {(r, s) for r, s in jobs if s} == {("prepare_slide", "d0"), ("extract_slide", "d0")}
+    assert sorted(r for r, s in jobs if s is None) == ["extract_batch", "tiling_summary"]
+    proc = snakemake(work, venv_path_env, *targets(["c0", "c1", "d0"]), "--cores", "2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(list((out / "batches" / "extract").glob("*.json"))) == 2

@@ -22,6 +22,7 @@ path                               what (module that reads and writes it)
 ``training/...``                   model folders, checkpoints, loss curves per stage
 ``evaluation/``                    metrics.json, report.html, predictions, slide pages
 ``logs/{job}/{slide}.log``         one log per job (``prepare_slide``, ``extract_slide``) and slide
+``batches/extract/{batch}.json``  what a batch of GPU chains ran, per slide (``slides_per_job``)
 ``benchmarks/{job}/{slide}.tsv``   Snakemake's job timing (wall s, peak memory) per job and slide
 =================================  ============================================================
 """
@@ -94,6 +95,10 @@ class OutputLayout:
     def log(self, step: str, slide: str | None = None) -> str:
         """``logs/{step}/{slide}.log``, or ``logs/{step}.log`` for a cohort-wide step."""
         return self._p("logs", step, f"{slide}.log") if slide else self._p("logs", f"{step}.log")
+
+    def extract_batch(self, batch: str) -> str:
+        """``batches/extract/{batch}.json``: what a batch job of the GPU chain ran per slide."""
+        return self._p("batches", "extract", f"{batch}.json")
 
     def benchmark(self, step: str, slide: str) -> str:
         """``benchmarks/{step}/{slide}.tsv``: Snakemake's ``benchmark:`` record of one job."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -21,18 +20,9 @@ from tqdm import tqdm
 
 from hwsi_model.data.stores.tiles import TileGrid
 from hwsi_model.embed.dataset import SlidePatchDataset
+from hwsi_model.embed.params import ExtractParams
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ExtractParams:
-    """Loader and compute settings (see config ``embed``)."""
-
-    rows_per_item: int = 64  # patches per loader item (a band of one region)
-    num_workers: int = 2
-    device: str = "auto"  # "auto": cuda when available
-    precision: str = "auto"  # "auto": bf16 on cuda, fp32 on cpu; or fp32/bf16/fp16
 
 
 def resolve_device(device: str) -> torch.device:
@@ -94,11 +84,12 @@ def embed_slide(
     tiles: TileGrid,
     encoder: torch.nn.Module,
     write,  # callable(start, rows) -- e.g. RowWriter.write
-    params: ExtractParams = ExtractParams(),
+    params: ExtractParams | None = None,
     mpp_override: float | None = None,
     progress: bool = True,
 ) -> None:
     """Embed every patch of ``tiles`` and pass the rows, in order, to ``write``."""
+    params = params or ExtractParams()
     ds = SlidePatchDataset(slide_path, slide_id, tiles, mpp_override, params.rows_per_item)
     for start, _, emb, _ in encode_batches(ds, encoder, params, progress=progress):
         write(start, emb)

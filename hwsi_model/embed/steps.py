@@ -1,4 +1,7 @@
-"""Per-slide steps of the embedding stage (called by ``workflow_scripts/``)."""
+"""Per-slide steps of the embedding stage (run by :mod:`hwsi_model.jobs.extract`).
+
+Importing this module does not import torch: the engine is imported by the steps that encode,
+so a job whose embeddings are all current never pays for it."""
 
 from __future__ import annotations
 
@@ -19,8 +22,7 @@ from hwsi_model.data.stores.patch_embeddings import patch_embedding_writer, read
 from hwsi_model.data.stores.selection import read_selection
 from hwsi_model.data.stores.tiles import read_tiles
 from hwsi_model.embed.cell_features import pool_tokens, standardise_morphometrics
-from hwsi_model.embed.dataset import SlidePatchDataset
-from hwsi_model.embed.extract import ExtractParams, embed_slide, encode_batches, resolve_device
+from hwsi_model.embed.params import ExtractParams
 from hwsi_model.errors import HwsiError, StoreError
 from hwsi_model.provenance import describe
 from hwsi_model.samples import Sample
@@ -43,6 +45,7 @@ class EncoderRun:
     def load(self):
         if self.loaded is not None:
             return self.loaded
+        from hwsi_model.embed.extract import resolve_device
         from hwsi_model.encoders import load_encoder
 
         device = resolve_device(self.params.device)
@@ -114,6 +117,8 @@ def embed_patches_step(
     """Embed all patches of a slide into ``out_store`` (``emb [N, D] float16``), streamed.
 
     ``slide.mpp`` (um/px), when set, overrides the file's level-0 resolution."""
+    from hwsi_model.embed.extract import embed_slide
+
     tiles, tattrs = read_tiles(tiles_store)
     encoder = run.load()
     n, d = len(tiles), int(encoder.embed_dim)
@@ -152,6 +157,9 @@ def embed_cells_step(
     The selected patches are encoded again for their token maps (about 6 % of the tissue),
     so the patch step never has to keep token maps of every patch.
     """
+    from hwsi_model.embed.dataset import SlidePatchDataset
+    from hwsi_model.embed.extract import encode_batches
+
     slide_id, params = slide.slide_id, run.params
     tiles, _ = read_tiles(tiles_store)
     sel = read_selection(selection_csv, tiles.n_regions, top_k)

@@ -5,6 +5,8 @@
 - :mod:`~hwsi_model.jobs.extract`: ``extract_slide`` -- patch embeddings, selection, nuclei,
   cell embeddings and the multi-scale cache (the GPU steps), with the encoder and the StarDist
   model loaded once for the job.
+  ``extract_batch`` runs it for several slides in one process (``embed.slides_per_job``;
+  :mod:`~hwsi_model.jobs.batches` says which slides share one).
 - :mod:`~hwsi_model.jobs.steps`: how a job runs its steps: a step whose output is current
   (:mod:`hwsi_model.data.current`) is kept, the others run and are timed.
 

@@ -8,15 +8,20 @@ them). ``cells.patches: selected`` segments the selected patches, ``all`` every 
 
 from __future__ import annotations
 
+import json
+import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from hwsi_model.atomic import write_text_atomic
 from hwsi_model.cells.model_registry import load_stardist, resolve_model_folder
 from hwsi_model.cells.segment import SegmentParams
 from hwsi_model.cells.steps import cells_inputs, segment_step
-from hwsi_model.embed.extract import ExtractParams
+from hwsi_model.data.layout import OutputLayout
+from hwsi_model.embed.params import ExtractParams
 from hwsi_model.embed.steps import (
     EncoderRun,
     build_cache_step,
@@ -30,6 +35,8 @@ from hwsi_model.jobs.steps import JobSteps, Once
 from hwsi_model.samples import Sample
 from hwsi_model.selection.settings import SelectionConfig, selection_rule
 from hwsi_model.selection.steps import select_step, selection_csv_inputs
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -82,6 +89,19 @@ class ExtractOutputs:
     cells_geojson: str | Path
     cell_embeddings: str | Path
     cache: str | Path
+
+    @classmethod
+    def of(cls, layout: OutputLayout, slide: str) -> ExtractOutputs:
+        """A slide's outputs in the workflow's layout."""
+        return cls(
+            layout.embeddings(slide),
+            layout.selection(slide),
+            layout.cells(slide),
+            layout.qc("cells", slide),
+            layout.cells_geojson(slide),
+            layout.cell_embeddings(slide),
+            layout.cache(slide),
+        )
 
 
 class ExtractModels:
@@ -190,3 +210,39 @@ def extract_slide(
     )
     steps.finish()
     return steps
+
+
+def extract_batch(
+    samples: list[Sample],
+    layout: OutputLayout,
+    settings: ExtractSettings,
+    record: str | Path,
+) -> dict[str, dict]:
+    """The GPU chain of several slides in one process, the encoder and StarDist model loaded
+    once; each slide's outputs go where its own job (``extract_slide``) expects them, which
+    then finds them current. A slide that fails is logged and left to its own job (which
+    reports it in its log); the others go on. Writes ``record`` (JSON): per slide the steps run
+    and kept, or the error; returns the same dict."""
+    from tqdm import tqdm
+
+    models, results = ExtractModels(settings), {}
+    for sample in tqdm(samples, desc="slides", unit="slide"):
+        sid = sample.slide_id
+        start = time.perf_counter()
+        try:
+            steps = extract_slide(
+                sample, layout.tiles(sid), ExtractOutputs.of(layout, sid), settings, models
+            )
+        except Exception as exc:  # isolated: the slide's own job reports it
+            log.error("slide '%s' failed here (%s): %s", sid, type(exc).__name__, exc)
+            results[sid] = {"error": " ".join(str(exc).split()), "type": type(exc).__name__}
+            continue
+        results[sid] = {
+            "ran": steps.ran,
+            "kept": steps.kept,
+            "seconds": round(time.perf_counter() - start, 3),
+        }
+    write_text_atomic(record, json.dumps({"slides": results}, indent=1) + "\n")
+    failed = [s for s, r in results.items() if "error" in r]
+    log.info("%d slides, %d failed%s", len(results), len(failed), f": {failed}" if failed else "")
+    return results

@@ -1,0 +1,25 @@
+"""Rule ``extract_batch``: the GPU chains of several slides in one process."""
+
+import sys
+
+from hwsi_model.data.layout import OutputLayout
+from hwsi_model.jobs.extract import ExtractSettings, extract_batch
+from hwsi_model.logs import run_reporting_errors
+from hwsi_model.samples import Sample
+
+
+def main(smk) -> int:
+    p = smk.params
+    return run_reporting_errors(
+        lambda: extract_batch(
+            [Sample(sid, path, float(mpp) or None) for sid, path, mpp in p.members],
+            OutputLayout(p.outdir),
+            ExtractSettings.from_workflow(p.settings, threads=smk.threads),
+            smk.output[0],
+        ),
+        log_file=smk.log[0],
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main(snakemake))  # noqa: F821 -- injected by Snakemake's script directive
