@@ -33,7 +33,6 @@ rule extract_batch:
         gpu=max(config["embed"]["gpu"], config["cells"]["gpu"]),
     params:
         members=batch_members,
-        outdir=config["outdir"],
         settings=EXTRACT_SETTINGS,
     script:
         "../workflow_scripts/extract_batch.py"

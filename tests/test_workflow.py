@@ -49,11 +49,13 @@ def planned_jobs(output: str) -> list[tuple[str, str | None]]:
 
 
 def snapshot(folder: Path) -> dict[str, tuple[int, bytes]]:
-    """mtime (ns) and bytes of every file under ``folder``."""
+    """mtime (ns) and bytes of every file under ``folder`` but Snakemake's own marker of a
+    directory output (``.snakemake_timestamp``, touched whenever the job runs, even when the
+    job kept the folder's contents)."""
     return {
         str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.read_bytes())
         for p in sorted(folder.rglob("*"))
-        if p.is_file()
+        if p.is_file() and p.name != ".snakemake_timestamp"
     }
 
 

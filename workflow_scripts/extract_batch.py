@@ -2,7 +2,7 @@
 
 import sys
 
-from hwsi_model.data.layout import OutputLayout
+from hwsi_model.data.layout import layout_of_batch_record
 from hwsi_model.jobs.extract import ExtractSettings, extract_batch
 from hwsi_model.logs import run_reporting_errors
 from hwsi_model.samples import Sample
@@ -13,7 +13,7 @@ def main(smk) -> int:
     return run_reporting_errors(
         lambda: extract_batch(
             [Sample(sid, path, float(mpp) or None) for sid, path, mpp in p.members],
-            OutputLayout(p.outdir),
+            layout_of_batch_record(smk.output[0]),
             ExtractSettings.from_workflow(p.settings, threads=smk.threads),
             smk.output[0],
         ),

@@ -161,3 +161,8 @@ def slide_of_store(path: str | Path) -> str:
 def layout_of_store(path: str | Path) -> OutputLayout:
     """The layout a per-slide store lives in (``outdir/{kind}/{slide}.zarr``)."""
     return OutputLayout(str(Path(path).parent.parent))
+
+
+def layout_of_batch_record(path: str | Path) -> OutputLayout:
+    """The layout a batch record lives in (``outdir/batches/extract/{batch}.json``)."""
+    return OutputLayout(str(Path(path).parent.parent.parent))
