@@ -19,15 +19,12 @@ Where the record is read from:
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from hwsi_model.atomic import write_text_atomic
 from hwsi_model.provenance import input_fingerprint, store_attrs
-
-log = logging.getLogger(__name__)
 
 
 def record_path(path: str | Path) -> Path:

@@ -31,13 +31,7 @@ class PrepareSettings:
     @classmethod
     def from_workflow(cls, s: Mapping[str, Any]) -> PrepareSettings:
         """From the rule's ``settings`` param (rules/common.smk ``PREPARE_SETTINGS``)."""
-        return cls(
-            tissue=TissueParams.from_config(s["tissue"]),
-            **{k: s[k] for k in ("mpp", "patch_size", "region_size", "mpp_tolerance")},
-            min_tissue_fraction=s["min_tissue_fraction"],
-            tissue_hash=s["tissue_hash"],
-            tiles_hash=s["tiles_hash"],
-        )
+        return cls(**{**s, "tissue": TissueParams.from_config(s["tissue"])})
 
 
 @dataclass(frozen=True)
