@@ -27,3 +27,7 @@ rule all:
     default_target: True
     input:
         all_outputs(),
+
+
+onsuccess:
+    log_excluded_slides()

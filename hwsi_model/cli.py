@@ -117,11 +117,18 @@ def _cmd_segment(args: argparse.Namespace) -> None:
 
 
 def _cmd_check(args: argparse.Namespace) -> None:
-    from hwsi_model.data.check import KINDS, check_cohort
+    from hwsi_model.data.check import KINDS, check_cohort, excluded_slides
 
     outdir = args.outdir or _workflow_config()["outdir"]
     results = check_cohort(outdir)
+    excluded = excluded_slides(outdir)
+    for slide, failure in sorted(excluded.items()):
+        print(f"EXCLUDED  {slide}: {failure.job} ({failure.step}): {failure.reason}")
+    if excluded:
+        print(f"{len(excluded)} slide(s) excluded after a failure (`hwsi retry-failed {outdir}`)")
     if not results:
+        if excluded:
+            return
         raise HwsiError(f"no stores under {outdir} ({', '.join(KINDS)})")
     bad, total = [], 0
     for kind, stores in results.items():
@@ -137,6 +144,28 @@ def _cmd_check(args: argparse.Namespace) -> None:
     print(f"{total - len(bad)} valid, {len(bad)} bad store(s)")
     if bad:
         raise HwsiError(f"{len(bad)} invalid store(s): {', '.join(bad)}")
+
+
+def _cmd_retry_failed(args: argparse.Namespace) -> None:
+    from hwsi_model.data.check import excluded_slides
+    from hwsi_model.data.failures import remove_placeholders
+    from hwsi_model.data.layout import OutputLayout
+
+    outdir = args.outdir or _workflow_config()["outdir"]
+    excluded = excluded_slides(outdir)
+    removed = remove_placeholders(outdir)
+    # Snakemake does not rebuild a missing intermediate output while what was built from it
+    # is present: the cohort tables go too (rebuilt by the next run from the same inputs).
+    layout = OutputLayout(outdir)
+    tables = [Path(p) for p in (layout.tiling_summary, layout.manifest, layout.failures)]
+    for table in tables if removed else []:
+        table.unlink(missing_ok=True)
+    for slide in sorted(excluded):
+        print(f"will retry {slide} ({excluded[slide].describe()})")
+    print(
+        f"{len(excluded)} slide(s): {len(removed)} failure placeholder(s) and the cohort "
+        "tables removed; the next snakemake run tries them again"
+    )
 
 
 def _cmd_check_config(args: argparse.Namespace) -> None:
@@ -267,6 +296,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="validate every store of a cohort; list the bad ones")
     p.add_argument("outdir", nargs="?", help="the workflow's outdir (default: config.yaml's)")
     p.set_defaults(func=_cmd_check)
+
+    p = sub.add_parser("retry-failed", help="remove the failure placeholders of excluded slides")
+    p.add_argument("outdir", nargs="?", help="the workflow's outdir (default: config.yaml's)")
+    p.set_defaults(func=_cmd_retry_failed)
 
     p = sub.add_parser("check-config", help="validate a workflow config and its sample sheet")
     p.add_argument("config")

@@ -13,15 +13,20 @@ class SampleSheetError(HwsiError):
     """Invalid sample sheet (missing column, bad slide_id, duplicate id, bad mpp)."""
 
 
-class SlideOpenError(HwsiError):
+class SlideInputError(HwsiError):
+    """The slide itself cannot be used (its file, its pixels, its resolution): the workflow
+    excludes that slide and goes on (:mod:`hwsi_model.data.failures`)."""
+
+
+class SlideOpenError(SlideInputError):
     """OpenSlide cannot open the file (missing, unsupported or corrupt header)."""
 
 
-class SlideReadError(HwsiError):
+class SlideReadError(SlideInputError):
     """The slide opened but its pixel data cannot be decoded."""
 
 
-class MissingMppError(HwsiError):
+class MissingMppError(SlideInputError):
     """Neither the file nor the sample sheet gives the slide's resolution (um/px)."""
 
 

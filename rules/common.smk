@@ -253,9 +253,11 @@ BASELINE_NAMES = {"flat": "flat", "none": "text_only"}
 
 
 def evaluation_inputs(wildcards):
-    """The method's stage-1 and stage-3 folders, the baselines' stage-3 folders, test files."""
+    """The method's stage-1 and stage-3 folders, the baselines' stage-3 folders, test files,
+    the excluded slides (failures.tsv, named in the report)."""
     inputs = {
         "manifest": OUT.manifest,
+        "failures": OUT.failures,
         "reports": require(config, "training.reports"),
         "stage1": OUT.stage_path(1, "model"),
         "model": OUT.stage_path(3, "model"),
@@ -276,3 +278,17 @@ def demo_llm_inputs(wildcards):
         "instructions": require(config, "training.instructions"),
         "manifest": OUT.manifest,
     }
+
+
+def log_excluded_slides():
+    """End of a run: name the slides excluded after a failure (their placeholders)."""
+    from hwsi_model.data.check import excluded_slides
+
+    excluded = excluded_slides(OUT.outdir)
+    for sid, failure in sorted(excluded.items()):
+        logger.warning(f"slide '{sid}' excluded: {failure.describe()}")
+    if excluded:
+        logger.warning(
+            f"{len(excluded)} slide(s) excluded (listed in {OUT.failures}); fix their input "
+            f"and re-run, or `hwsi retry-failed {OUT.outdir}` to try them all again"
+        )

@@ -76,12 +76,14 @@ rule extract_slide:
 
 
 rule manifest:
-    """One table of the cohort's caches: counts, split, label, cohort, encoder."""
+    """One table of the cohort's caches (counts, split, label, cohort, encoder) and one of the
+    slides excluded because a job failed on them."""
     input:
         caches=expand(OUT.cache("{slide}"), slide=SAMPLES),
         samples=config["samples"],
     output:
-        OUT.manifest,
+        manifest=OUT.manifest,
+        failures=OUT.failures,
     log:
         OUT.log("manifest"),
     localrule: True

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from hwsi_model.data.failures import failure_of
 from hwsi_model.data.stores.cache import validate_cache
 
 REPO = Path(__file__).resolve().parents[1]
@@ -112,6 +113,8 @@ def test_bad_slide_id_in_sheet_stops_the_plan(tmp_path, cmu_slide, venv_path_env
 def test_cohort_with_broken_slides_then_incremental(
     tmp_path, slides_dir, make_slide, venv_path_env
 ):
+    import pandas as pd
+
     work = tmp_path / "wf"
     quarter = make_slide("quarter", 2048, 2048, mpp=0.25)
     good = [
@@ -125,22 +128,47 @@ def test_cohort_with_broken_slides_then_incremental(
         "nompp": (f"nompp,{slides_dir / 'boxes.tiff'},", "add an 'mpp' column"),
     }
     write_cohort(work, good + [row for row, _ in bad.values()])
-    proc = snakemake(work, venv_path_env, SUMMARY, "--cores", "2", "--keep-going")
-    assert proc.returncode != 0  # some slides failed ...
+    # No --keep-going needed: a slide that cannot be used is excluded, the cohort goes on.
+    proc = snakemake(work, venv_path_env, SUMMARY, "--cores", "2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
     out = work / "out"
-    for sid in ("cmu", "quarter", "boxes_mpp"):  # ... and the rest of the cohort completed
+    for sid in ("cmu", "quarter", "boxes_mpp"):
         assert (out / "tiles" / f"{sid}.zarr" / "zarr.json").is_file(), proc.stderr[-3000:]
         assert (out / "qc" / "tiling" / f"{sid}.png").is_file()
     for sid, (_, reason) in bad.items():
-        assert not (out / "tissue" / sid).exists()
-        assert not (out / "tiles" / f"{sid}.zarr").exists()
-        errors = [
-            ln
-            for ln in (out / "logs" / "prepare_slide" / f"{sid}.log").read_text().splitlines()
-            if " ERROR " in ln
-        ]
-        assert len(errors) == 1 and f"slide '{sid}'" in errors[0] and reason in errors[0]
-    assert not (out / "tiles" / "summary.tsv").exists()  # the aggregate waits for all slides
+        assert (
+            failure_of(out / "tissue" / sid).reason
+            == failure_of(out / "tiles" / f"{sid}.zarr").reason
+        )
+        assert not (out / "tiles" / f"{sid}.zarr" / "zarr.json").exists()
+        lines = (out / "logs" / "prepare_slide" / f"{sid}.log").read_text().splitlines()
+        said = [ln for ln in lines if " WARNING " in ln or " ERROR " in ln]
+        assert len(said) == 1 and f"slide '{sid}' excluded" in said[0] and reason in said[0]
+        assert f"slide '{sid}' excluded" in proc.stderr  # the end-of-run summary
+    summary = pd.read_csv(out / "tiles" / "summary.tsv", sep="\t")
+    assert sorted(summary.slide_id) == ["boxes_mpp", "cmu", "quarter"]
+    check = subprocess.run(["hwsi", "check", str(out)], capture_output=True, text=True,
+                           env=venv_path_env)  # fmt: skip
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "EXCLUDED  nompp: prepare_slide (tissue): " in check.stdout
+    assert "3 slide(s) excluded" in check.stdout
+
+    # The sheet gains the missing mpp: that slide's job and the aggregate re-run, nothing else.
+    fixed = [*good, bad["nompp"][0] + "0.5", bad["unreadable"][0], bad["unopenable"][0]]
+    write_cohort(work, fixed)
+    jobs = planned_jobs(snakemake(work, venv_path_env, SUMMARY, "-n").stdout)
+    assert sorted(jobs) == [("prepare_slide", "nompp"), ("tiling_summary", None)]
+    proc = snakemake(work, venv_path_env, SUMMARY, "--cores", "2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (out / "tiles" / "nompp.zarr" / "zarr.json").is_file()
+    assert failure_of(out / "tissue" / "nompp") is None
+    # One command retries the others (their placeholders removed); the files are still bad.
+    retry = subprocess.run(["hwsi", "retry-failed", str(out)], capture_output=True, text=True,
+                           env=venv_path_env)  # fmt: skip
+    assert retry.returncode == 0 and "2 slide(s): 6 failure placeholder(s)" in retry.stdout
+    jobs = planned_jobs(snakemake(work, venv_path_env, SUMMARY, "-n").stdout)
+    assert sorted(jobs) == [("prepare_slide", "unopenable"), ("prepare_slide", "unreadable"),
+                            ("tiling_summary", None)]  # fmt: skip
 
     # Drop the broken slides: only the aggregate step runs.
     write_cohort(work, good)

@@ -33,6 +33,7 @@ def main(smk) -> int:
             curves={f"stage {n + 1}": c for n, c in enumerate(smk.input.curves)},
             split=p.split,
             fmt=p.format,
+            failures=smk.input.failures,
         )
         report = ReportSettings(evidence_slides=p.evidence_slides)
         doc = run_evaluation(inputs, smk.output[0], cfg, report)

@@ -3,26 +3,36 @@
 import sys
 
 from hwsi_model.jobs.extract import ExtractOutputs, ExtractSettings, extract_slide
+from hwsi_model.jobs.isolation import run_isolated
 from hwsi_model.logs import run_reporting_errors
 from hwsi_model.samples import Sample
 
 
 def main(smk) -> int:
     o = smk.output
+    sample = Sample(smk.wildcards.slide, smk.input.slide, float(smk.params.mpp_override) or None)
+    outputs = ExtractOutputs(
+        o.embeddings,
+        o.selection,
+        o.cells,
+        o.cells_qc,
+        o.cells_geojson,
+        o.cell_embeddings,
+        o.cache,
+    )
     return run_reporting_errors(
-        lambda: extract_slide(
-            Sample(smk.wildcards.slide, smk.input.slide, float(smk.params.mpp_override) or None),
-            smk.input.tiles,
-            ExtractOutputs(
-                o.embeddings,
-                o.selection,
-                o.cells,
-                o.cells_qc,
-                o.cells_geojson,
-                o.cell_embeddings,
-                o.cache,
+        lambda: run_isolated(
+            "extract_slide",
+            sample,
+            list(o),
+            lambda: extract_slide(
+                sample,
+                smk.input.tiles,
+                outputs,
+                ExtractSettings.from_workflow(smk.params.settings, threads=smk.threads),
             ),
-            ExtractSettings.from_workflow(smk.params.settings, threads=smk.threads),
+            outdir=smk.config["outdir"],
+            on_slide_error=smk.config.get("on_slide_error", "skip"),
         ),
         log_file=smk.log[0],
     )

@@ -1,4 +1,4 @@
-"""Rule ``manifest``: one table of the cohort's caches."""
+"""Rule ``manifest``: one table of the cohort's caches, and the slides excluded."""
 
 import sys
 
@@ -10,7 +10,10 @@ from hwsi_model.samples import read_sample_sheet
 def main(smk) -> int:
     return run_reporting_errors(
         lambda: write_manifest(
-            list(smk.input.caches), read_sample_sheet(smk.input.samples), smk.output[0]
+            list(smk.input.caches),
+            read_sample_sheet(smk.input.samples),
+            smk.output.manifest,
+            failures_tsv=smk.output.failures,
         ),
         log_file=smk.log[0],
     )

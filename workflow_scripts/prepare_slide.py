@@ -2,6 +2,7 @@
 
 import sys
 
+from hwsi_model.jobs.isolation import run_isolated
 from hwsi_model.jobs.prepare import PrepareOutputs, PrepareSettings, prepare_slide
 from hwsi_model.logs import run_reporting_errors
 from hwsi_model.samples import Sample
@@ -9,11 +10,19 @@ from hwsi_model.samples import Sample
 
 def main(smk) -> int:
     o = smk.output
+    sample = Sample(smk.wildcards.slide, smk.input.slide, float(smk.params.mpp_override) or None)
     return run_reporting_errors(
-        lambda: prepare_slide(
-            Sample(smk.wildcards.slide, smk.input.slide, float(smk.params.mpp_override) or None),
-            PrepareOutputs(o.tissue, o.tiles, o.qc),
-            PrepareSettings.from_workflow(smk.params.settings),
+        lambda: run_isolated(
+            "prepare_slide",
+            sample,
+            list(o),
+            lambda: prepare_slide(
+                sample,
+                PrepareOutputs(o.tissue, o.tiles, o.qc),
+                PrepareSettings.from_workflow(smk.params.settings),
+            ),
+            outdir=smk.config["outdir"],
+            on_slide_error=smk.config.get("on_slide_error", "skip"),
         ),
         log_file=smk.log[0],
     )

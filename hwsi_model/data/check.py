@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hwsi_model.data.failures import SlideFailure, failure_of, find_placeholders
 from hwsi_model.data.layout import KINDS, STORES, OutputLayout, slide_of_store
 from hwsi_model.data.stores.cache import validate_cache
 from hwsi_model.data.stores.cell_embeddings import validate_cell_embeddings
@@ -106,7 +107,8 @@ def check_cohort(outdir: str | Path) -> dict[str, dict[str, list[str]]]:
     """Validate every store under ``outdir``: kind -> {slide: problems} (empty list: valid).
 
     Leftover temporaries of a store are reported under its slide as an unfinished write, even
-    when a finished store of that slide exists next to them.
+    when a finished store of that slide exists next to them. Failure placeholders (slides
+    excluded after a failure, :func:`excluded_slides`) are not stores and are left out.
     """
     outdir = Path(outdir)
     results: dict[str, dict[str, list[str]]] = {}
@@ -116,7 +118,8 @@ def check_cohort(outdir: str | Path) -> dict[str, dict[str, list[str]]]:
             continue
         found: dict[str, list[str]] = {}
         for path in sorted(folder.glob("*.zarr")):
-            found[slide_of_store(path)] = check_store(outdir, kind, path)
+            if failure_of(path) is None:
+                found[slide_of_store(path)] = check_store(outdir, kind, path)
         for tmp in sorted(folder.glob(".*.zarr.tmp-*")):
             slide = tmp.name[1:].split(".zarr.tmp-")[0]
             found.setdefault(slide, []).append(
@@ -125,3 +128,9 @@ def check_cohort(outdir: str | Path) -> dict[str, dict[str, list[str]]]:
         if found:
             results[kind] = dict(sorted(found.items()))
     return results
+
+
+def excluded_slides(outdir: str | Path) -> dict[str, SlideFailure]:
+    """The slides excluded under ``outdir`` (a failure placeholder in one of their outputs):
+    slide -> the first failure."""
+    return {f.slide_id: f.first for _, f in find_placeholders(outdir)}

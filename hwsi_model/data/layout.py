@@ -17,6 +17,8 @@ path                               what (module that reads and writes it)
 ``cell_embeddings/{slide}.zarr``   cell embeddings (:mod:`hwsi_model.data.stores.cell_embeddings`)
 ``cache/{slide}.zarr``             multi-scale cache (:mod:`hwsi_model.data.stores.cache`)
 ``manifest.csv``                   the cohort's caches (:mod:`hwsi_model.data.manifest`)
+``failures.tsv``                   slides excluded because a job failed on them, and why
+                                   (:mod:`hwsi_model.data.failures`)
 ``qc/{step}/{slide}.png``          QC pictures
 ``models/{name}/``                 models the workflow builds (demo encoder, StarDist, LLM)
 ``training/...``                   model folders, checkpoints, loss curves per stage
@@ -112,6 +114,11 @@ class OutputLayout:
     @property
     def manifest(self) -> str:
         return self._p("manifest.csv")
+
+    @property
+    def failures(self) -> str:
+        """``failures.tsv``: the excluded slides (written with the manifest)."""
+        return self._p("failures.tsv")
 
     def model(self, name: str) -> str:
         """A model the workflow builds (``models/{name}``)."""

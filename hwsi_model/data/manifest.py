@@ -3,6 +3,8 @@ evaluation start from.
 
 Columns: ``slide_id``, ``cache`` (path), ``n_patches``, ``n_regions``, ``n_selected``,
 ``n_cells``, ``split``, ``label``, ``cohort``, ``encoder``, ``config_hash``, ``provenance_id``.
+Slides whose jobs failed are not in it; ``failures.tsv`` beside it lists them
+(:mod:`hwsi_model.data.failures`).
 """
 
 from __future__ import annotations
@@ -16,10 +18,13 @@ from pathlib import Path
 import pandas as pd
 
 from hwsi_model.atomic import atomic_output
+from hwsi_model.data.failures import split_failed, write_failures_table
 from hwsi_model.data.stores.cache import read_cache
 from hwsi_model.samples import Sample
 
 log = logging.getLogger(__name__)
+COLUMNS = ["slide_id", "cache", "n_patches", "n_regions", "n_selected", "n_cells", "split",
+           "label", "cohort", "encoder", "config_hash", "provenance_id"]  # fmt: skip
 
 
 @dataclass
@@ -64,9 +69,19 @@ def read_manifest(path: str | Path, splits: Sequence[str] | None = None) -> list
 
 
 def write_manifest(
-    caches: Sequence[str | Path], samples: Mapping[str, Sample], out_csv: str | Path
+    caches: Sequence[str | Path],
+    samples: Mapping[str, Sample],
+    out_csv: str | Path,
+    failures_tsv: str | Path | None = None,
 ) -> pd.DataFrame:
-    """One row per cache (each validated on reading) joined to its sample-sheet row."""
+    """One row per cache (each validated on reading) joined to its sample-sheet row; a cache
+    that is a failure placeholder is left out and listed in ``failures_tsv`` (written, header
+    only when no slide failed)."""
+    caches, failed = split_failed(caches)
+    for f in failed:
+        log.warning("slide '%s' excluded from the manifest: %s", f.slide_id, f.describe())
+    if failures_tsv is not None:
+        write_failures_table(failed, failures_tsv)
     rows = []
     for path in caches:
         _, attrs = read_cache(path)
@@ -87,7 +102,7 @@ def write_manifest(
                 "provenance_id": (attrs.get("provenance") or {}).get("id", ""),
             }
         )
-    df = pd.DataFrame(rows)
+    df = pd.DataFrame(rows, columns=COLUMNS)
     with atomic_output(out_csv) as tmp:
         df.to_csv(tmp, index=False)
     return df

@@ -135,6 +135,7 @@ class EvaluationInputs:
     curves: Mapping[str, str | Path] = field(default_factory=dict)
     split: str = "test"
     fmt: str = "auto"
+    failures: str | Path | None = None  # failures.tsv: slides excluded before training
 
 
 @dataclass(frozen=True)
@@ -204,6 +205,8 @@ def run_evaluation(
         )
         results = [{"name": n, "families": run["families"][n]} for n in models]
         extra: dict[str, Any] = {"split": split, "test_files": [str(f) for f in inputs.test_files]}
+        extra["excluded_slides"] = excluded_slides(inputs.failures)
+        extra["left_out"] = run["left_out"]
         align, tables = _alignment_tables(inputs)
         extra.update(align)
         records = [e.record(a) for e, a in zip(run["items"], run["answers"][METHOD], strict=True)]
@@ -225,7 +228,8 @@ def run_evaluation(
         extra["decoding"] = {"num_beams": cfg.num_beams, "seed": cfg.seed,
                              "max_new_tokens": cfg.max_new_tokens}  # fmt: skip
         write_metrics_json(tmp / "metrics.json", results, extra)
-        _write_pages(tmp, results, records, by_slide, item_pictures, tables, inputs.curves, split)
+        _write_pages(tmp, results, records, by_slide, item_pictures, tables, inputs.curves, split,
+                     extra)  # fmt: skip
     doc = metrics_document(results, extra)
     log.info("evaluation written to %s", out_dir)
     return doc
@@ -240,6 +244,7 @@ def _write_pages(
     tables: dict[str, dict],
     curves: Mapping[str, str | Path],
     split: str,
+    extra: Mapping[str, Any],
 ) -> None:
     """One page per slide and the cohort report (two examples per task family)."""
     from hwsi_model.evaluation.report_html import render_cohort_report, render_slide_page
@@ -261,8 +266,19 @@ def _write_pages(
     render_cohort_report(
         tmp / "report.html", results, title=f"Evaluation on the {split} split",
         tables=tables, examples=examples, curves=dict(curves), slide_pages=pages,
-        metrics_json=tmp / "metrics.json",
+        metrics_json=tmp / "metrics.json", excluded=extra.get("excluded_slides") or (),
+        left_out=extra.get("left_out"),
     )  # fmt: skip
+
+
+def excluded_slides(failures_tsv: str | Path | None) -> list[dict[str, str]]:
+    """The cohort's excluded slides (``failures.tsv``): slide_id, job, step, reason."""
+    from hwsi_model.data.failures import read_failures_table
+
+    if failures_tsv is None:
+        return []
+    keys = ("slide_id", "job", "step", "reason")
+    return [{k: r.get(k, "") for k in keys} for r in read_failures_table(failures_tsv)]
 
 
 def summary_lines(doc: Mapping[str, Any]) -> list[str]:

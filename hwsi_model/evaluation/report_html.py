@@ -88,6 +88,16 @@ _COHORT = """{% extends "base.html" %}{% block body %}
 <h1>{{ title }}</h1>
 {% if metrics_json %}<p>Machine-readable: <a href="{{ metrics_json }}">metrics.json</a></p>
 {% endif %}
+{% if excluded %}<p class="bad">{{ excluded|length }} slide(s) of the cohort were excluded: a
+per-slide job failed on them (failures.tsv), so they were neither trained on nor evaluated.
+{% if left_out and left_out["items"] %}{{ left_out["items"] }} test item(s) of slides outside the
+split were left out.{% endif %}</p>
+<table><tr><th class="l">slide</th><th class="l">job</th><th class="l">step</th>
+<th class="l">reason</th></tr>{% for f in excluded %}<tr><td class="l">{{ f.slide_id }}</td>
+<td class="l">{{ f.job }}</td><td class="l">{{ f.step }}</td><td class="l">{{ f.reason }}</td>
+</tr>{% endfor %}</table>
+{% elif left_out and left_out["items"] %}<p class="muted">{{ left_out["items"] }} test item(s) of
+slides outside the split were left out.</p>{% endif %}
 <h2>Metrics per task family</h2>
 <table><tr><th class="l">family</th><th class="l">metric</th><th>n</th><th>chance</th>
 {% for m in models %}<th>{{ m }}</th>{% endfor %}</tr>
@@ -337,6 +347,8 @@ def render_cohort_report(
     curves: Mapping[str, str | Path] | None = None,
     slide_pages: Mapping[str, str | Path] | None = None,
     metrics_json: str | Path | None = None,
+    excluded: Sequence[Mapping[str, str]] = (),
+    left_out: Mapping[str, Any] | None = None,
 ) -> Path:
     """The cohort summary page of an evaluation run.
 
@@ -350,6 +362,8 @@ def render_cohort_report(
         curves: training-curve pictures by caption (e.g. each stage's ``loss.png``).
         slide_pages: slide pages by slide id.
         metrics_json: the run's ``metrics.json``, linked.
+        excluded: the cohort's excluded slides (``failures.tsv`` rows), named at the top.
+        left_out: ``{"items": n, "slides": [...]}``, test items without a slide in the split.
     """
     if not results:
         raise ValueError("no model results")
@@ -392,5 +406,7 @@ def render_cohort_report(
         curves=_links(curves, page),
         slide_pages=_links(slide_pages, page),
         metrics_json=relative_link(metrics_json, page) if metrics_json else None,
+        excluded=list(excluded),
+        left_out=left_out,
     )
     return _write(page, html)

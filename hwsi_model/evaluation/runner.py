@@ -179,7 +179,8 @@ def evaluate_models(
 
     Writes ``predictions/<name>.jsonl`` (one row per item: question, reference, answer, parsed
     value, correct) under ``out_dir``; returns ``{"items": [...], "answers": {name: [...]},
-    "families": {name: score_items(...)}}``.
+    "families": {name: score_items(...)}, "left_out": {"items": n, "slides": [...]}}`` (the
+    test items whose slide is not in the manifest split, e.g. excluded after a failure).
     """
     cfg = cfg or EvalConfig()
     out = Path(out_dir)
@@ -209,4 +210,6 @@ def evaluate_models(
             for e, a in zip(items, answers[name], strict=True):
                 f.write(json.dumps(e.record(a)) + "\n")
         del model
-    return {"items": items, "answers": answers, "families": families}
+    left_out = sorted({e.item.slide_id for e in dropped})
+    return {"items": items, "answers": answers, "families": families,
+            "left_out": {"items": len(dropped), "slides": left_out}}  # fmt: skip

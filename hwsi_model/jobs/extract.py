@@ -20,6 +20,7 @@ from hwsi_model.atomic import write_text_atomic
 from hwsi_model.cells.model_registry import load_stardist, resolve_model_folder
 from hwsi_model.cells.segment import SegmentParams
 from hwsi_model.cells.steps import cells_inputs, segment_step
+from hwsi_model.data.failures import failure_of
 from hwsi_model.data.layout import OutputLayout
 from hwsi_model.embed.params import ExtractParams
 from hwsi_model.embed.steps import (
@@ -31,6 +32,7 @@ from hwsi_model.embed.steps import (
     embed_patches_step,
     patch_embedding_inputs,
 )
+from hwsi_model.jobs.isolation import require_not_failed
 from hwsi_model.jobs.steps import JobSteps, Once
 from hwsi_model.samples import Sample
 from hwsi_model.selection.settings import SelectionConfig, selection_rule
@@ -122,7 +124,10 @@ def extract_slide(
     settings: ExtractSettings,
     models: ExtractModels | None = None,
 ) -> JobSteps:
-    """The GPU chain of one slide; a step whose output is current is kept."""
+    """The GPU chain of one slide; a step whose output is current is kept. Raises
+    :class:`~hwsi_model.jobs.isolation.UpstreamFailedError` when ``tiles`` is the placeholder
+    of a failed ``prepare_slide``."""
+    require_not_failed(tiles)
     steps, h = JobSteps(sample.slide_id), settings.hashes
     models = models or ExtractModels(settings)
     encoder, stardist = models.encoder, models.stardist
@@ -221,7 +226,8 @@ def extract_batch(
     """The GPU chain of several slides in one process, the encoder and StarDist model loaded
     once; each slide's outputs go where its own job (``extract_slide``) expects them, which
     then finds them current. A slide that fails is logged and left to its own job (which
-    reports it in its log); the others go on. Writes ``record`` (JSON): per slide the steps run
+    reports it in its log and writes its failure placeholders), as is a slide whose
+    ``prepare_slide`` failed; the others go on. Writes ``record`` (JSON): per slide the steps run
     and kept, or the error; returns the same dict."""
     from tqdm import tqdm
 
@@ -229,6 +235,11 @@ def extract_batch(
     for sample in tqdm(samples, desc="slides", unit="slide"):
         sid = sample.slide_id
         start = time.perf_counter()
+        upstream = failure_of(layout.tiles(sid))
+        if upstream is not None:
+            log.warning("slide '%s' skipped: excluded earlier, %s", sid, upstream.describe())
+            results[sid] = {"skipped": upstream.describe()}
+            continue
         try:
             steps = extract_slide(
                 sample, layout.tiles(sid), ExtractOutputs.of(layout, sid), settings, models

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from hwsi_model.data.current import is_current
+from hwsi_model.errors import HwsiError
 
 log = logging.getLogger(__name__)
 timing = logging.getLogger("hwsi.timing")
@@ -60,7 +61,11 @@ class JobSteps:
             self.kept.append(name)
             return False
         start, setup = time.perf_counter(), _setup_s[0]
-        run()
+        try:
+            run()
+        except HwsiError as exc:  # which step failed, for the slide's failure record
+            exc.step = getattr(exc, "step", None) or name
+            raise
         work = time.perf_counter() - start - (_setup_s[0] - setup)  # models loaded meanwhile
         timing.info("timing step=%s work_s=%.3f", name, work)
         self.ran.append(name)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from hwsi_model.atomic import atomic_output
+from hwsi_model.data.failures import split_failed
 from hwsi_model.data.stores.tiles import TileGrid, read_tiles, write_tiles
 from hwsi_model.provenance import describe
 from hwsi_model.slide.reader import open_slide
@@ -109,7 +110,11 @@ def tiling_step(
 
 
 def tiling_summary(stores: list[str | Path], out_tsv: str | Path) -> pd.DataFrame:
-    """One row per slide (patches, regions, geometry) from the tiles stores' attributes."""
+    """One row per slide (patches, regions, geometry) from the tiles stores' attributes;
+    slides whose ``prepare_slide`` failed (placeholders) are left out, each logged."""
+    stores, failed = split_failed(stores)
+    for f in failed:
+        log.warning("slide '%s' left out: %s", f.slide_id, f.describe())
     rows = []
     for store in stores:
         tiles, attrs = read_tiles(store)

@@ -1,0 +1,130 @@
+"""Failure placeholders: a slide that fails is excluded, visibly, and can be retried."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from hwsi_model.data.current import is_current, recorded_provenance
+from hwsi_model.data.failures import (
+    FAILED_NAME,
+    SlideFailure,
+    failure_of,
+    find_placeholders,
+    read_failures_table,
+    remove_placeholders,
+    split_failed,
+    write_failures_table,
+    write_placeholders,
+)
+from hwsi_model.errors import ConfigError, MissingMppError, SlideOpenError
+from hwsi_model.jobs.isolation import UpstreamFailedError, require_not_failed, run_isolated
+from hwsi_model.samples import Sample
+
+
+def _outputs(out: Path) -> list[Path]:
+    return [
+        out / "tiles" / "s.zarr",
+        out / "tissue" / "s",
+        out / "qc" / "tiling" / "s.png",
+        out / "selection" / "s.csv",
+        out / "selection" / "s.json",
+    ]
+
+
+def _isolated_failure(tmp_path: Path, exc: Exception, **kw):
+    slide = tmp_path / "s.svs"
+    slide.write_bytes(b"not a slide")
+    out = tmp_path / "out"
+
+    def fail():
+        raise exc
+
+    result = run_isolated("prepare_slide", Sample("s", str(slide)), _outputs(out), fail, out, **kw)
+    return result, out
+
+
+def test_a_slide_input_error_becomes_placeholders_that_are_never_current(tmp_path):
+    failure, out = _isolated_failure(tmp_path, SlideOpenError("slide 's': OpenSlide cannot open"))
+    assert isinstance(failure, SlideFailure)
+    assert (failure.slide_id, failure.job, failure.error) == (
+        "s",
+        "prepare_slide",
+        "SlideOpenError",
+    )
+    assert failure.input["kind"] == "file" and failure.input["size"] == len(b"not a slide")
+    assert failure.outputs[0] == "tiles/s.zarr"  # relative to outdir
+    tiles, tissue, qc, csv, record = _outputs(out)
+    # Folders hold only the record; no zarr.json, so no reader takes them for a store.
+    assert sorted(p.name for p in tiles.iterdir()) == [FAILED_NAME]
+    assert failure_of(tiles) == failure and failure_of(tissue) == failure
+    with Image.open(qc) as img:  # a picture saying why, for a user browsing the QC folder
+        assert img.info["hwsi_failed"] == "1" and img.width > 100
+    assert csv.read_text().startswith("# FAILED: s: prepare_slide (input): slide 's'")
+    assert json.loads(record.read_text())["reason"] == "slide 's': OpenSlide cannot open"
+    for p in (tiles, tissue, csv):
+        assert recorded_provenance(p) is None
+        assert not is_current(p, "any-hash", {})
+
+
+def test_a_finished_output_is_replaced_and_real_outputs_survive_retry(tmp_path):
+    out = tmp_path / "out"
+    tiles = out / "tiles" / "s.zarr"
+    tiles.mkdir(parents=True)
+    (tiles / "zarr.json").write_text("{}")
+    real = out / "tiles" / "good.zarr"
+    real.mkdir()
+    (real / "zarr.json").write_text("{}")
+    real_png = out / "qc" / "tiling" / "good.png"
+    real_png.parent.mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(real_png)
+    failure = SlideFailure("s", "prepare_slide", "tiles", "SlideReadError", "cannot decode",
+                           outputs=("tiles/s.zarr", "qc/tiling/s.png"))  # fmt: skip
+    write_placeholders([tiles, out / "qc" / "tiling" / "s.png"], failure)
+    assert not (tiles / "zarr.json").exists()
+    assert [f.slide_id for _, f in find_placeholders(out)] == ["s"]
+    removed = remove_placeholders(out)
+    assert sorted(p.relative_to(out).as_posix() for p in removed) == [
+        "qc/tiling/s.png",
+        "tiles/s.zarr",
+    ]
+    assert (real / "zarr.json").is_file() and real_png.is_file()
+    assert find_placeholders(out) == []
+
+
+def test_stop_and_non_slide_errors_still_fail(tmp_path):
+    with pytest.raises(MissingMppError):
+        _isolated_failure(tmp_path, MissingMppError("no mpp"), on_slide_error="stop")
+    with pytest.raises(ConfigError, match="bad key"):  # a configuration error is not isolated
+        _isolated_failure(tmp_path, ConfigError("bad key"))
+    with pytest.raises(ConfigError, match="on_slide_error"):
+        _isolated_failure(tmp_path, MissingMppError("x"), on_slide_error="ignore")
+    assert not (tmp_path / "out").exists()
+    ok = run_isolated("j", Sample("s", "x"), [], lambda: 42, tmp_path)
+    assert ok == 42
+
+
+def test_downstream_job_records_the_first_failure_and_the_table_names_it(tmp_path):
+    first, out = _isolated_failure(tmp_path, MissingMppError("slide 's': add an 'mpp' column"))
+    tiles = out / "tiles" / "s.zarr"
+    with pytest.raises(UpstreamFailedError) as err:
+        require_not_failed(tiles)
+    cache = out / "cache" / "s.zarr"
+    second = run_isolated("extract_slide", Sample("s", str(tmp_path / "s.svs")), [cache],
+                          lambda: require_not_failed(tiles), out)  # fmt: skip
+    assert second.job == "extract_slide" and second.cause == first.to_dict()
+    assert second.first == first and "add an 'mpp' column" in str(err.value)
+    good = out / "cache" / "g.zarr"
+    good.mkdir()
+    kept, failed = split_failed([good, cache])
+    assert kept == [good] and failed == [second]
+    write_failures_table(failed, out / "failures.tsv")
+    (row,) = read_failures_table(out / "failures.tsv")
+    assert row["slide_id"] == "s" and row["job"] == "prepare_slide"
+    assert row["error"] == "MissingMppError" and "mpp" in row["reason"]
+    write_failures_table([], out / "none.tsv")
+    assert read_failures_table(out / "none.tsv") == []
+    assert (out / "none.tsv").read_text().startswith("slide_id\tjob\t")
