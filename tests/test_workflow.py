@@ -238,3 +238,72 @@ def test_cells_workflow_and_new_slides(tmp_path, cohort, trained, venv_path_env)
     per_slide = ("prepare_slide", "extract_slide")
     assert {(r, s) for r, s in jobs if s is not None} == {(r, new) for r in per_slide}
     assert {r for r, s in jobs if s is None} == {"manifest"}
+
+
+def test_cohort_with_a_corrupt_and_an_mpp_less_slide_trains_and_evaluates(
+    tmp_path, cohort, trained, make_slide, venv_path_env
+):
+    """Issue 16's acceptance: a corrupt and an mpp-less slide among good ones; the workflow
+    runs to a trained model and an evaluation that names both; fixing the sheet's mpp re-runs
+    that slide's jobs and what is built from the cohort, no other slide's."""
+    import json
+
+    import pandas as pd
+    from tiny_models import build_tiny_llm
+
+    # A tiny LLM over the training instructions' words (the demo's build_demo_llm pretrains one
+    # for minutes); the text encoder is the offline MiniLM.
+    words = re.findall(r"[A-Za-z]+", (cohort / "vqa" / "train.json").read_text())
+    llm = build_tiny_llm(tmp_path / "llm", sorted(set(words)), hidden=32, layers=1)
+    sheet = pd.read_csv(cohort / "samples.csv")
+    good = sheet[~sheet.slide_id.isin(["demo_003", "demo_004"])]
+    rows = [f"{r.slide_id},{cohort / r.path},,{r.split}" for r in good.itertuples()]
+    # demo_004 (a test slide): the copy was cut short; demo_003 (training): no resolution.
+    full = (cohort / sheet.set_index("slide_id").path["demo_004"]).read_bytes()
+    corrupt = tmp_path / "demo_004.tiff"
+    corrupt.write_bytes(full[: len(full) // 2])
+    nompp = make_slide("demo_003", 1024, 1024, mpp=None)
+    rows += [f"demo_004,{corrupt},,test", f"demo_003,{nompp},,train"]
+    model = "{hidden_size: 32, num_layers: 1, num_heads: 2}"
+    stage = "{epochs: 1, micro_batch_size: 2, zero_stage: 0, precision: fp32}"
+    extra = (
+        f"cells:\n  model: {trained[0]}\n  mpp: 0.5\n"
+        "embed:\n  encoder: tiny-vit\n  checkpoint: demo\n  num_workers: 0\n"
+        "  selection:\n    n_candidates: 4\n    top_k: 2\n"
+        f"training:\n  reports: {cohort / 'reports.jsonl'}\n"
+        f"  instructions: [{cohort / 'vqa' / 'train.json'}]\n  llm: {llm}\n  baselines: []\n"
+        f"  model:\n    visual: {{ccaf: {model}, region: {model}, slide: {model},"
+        " projector: {align_dim: 32}}\n    max_visual_tokens: 16\n"
+        f"  stage1: {stage}\n  stage2: {stage}\n  stage3: {stage}\n"
+        f"evaluation:\n  test: [{cohort / 'vqa' / 'test.json'}]\n"
+    )
+    work = tmp_path / "wf"
+    write_cohort(work, [], extra_yaml=extra)
+    (work / "samples.csv").write_text("slide_id,path,mpp,split\n" + "\n".join(rows) + "\n")
+    proc = snakemake(work, venv_path_env, "--cores", "2", "--keep-going")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    out = work / "out"
+    manifest = pd.read_csv(out / "manifest.csv")
+    assert sorted(manifest.slide_id) == sorted(good.slide_id)
+    failures = pd.read_csv(out / "failures.tsv", sep="\t").set_index("slide_id")
+    assert sorted(failures.index) == ["demo_003", "demo_004"]
+    assert failures.error["demo_003"] == "MissingMppError"
+    assert failures.error["demo_004"] in ("SlideOpenError", "SlideReadError")
+    assert (failures.job == "prepare_slide").all()
+    assert (out / "training" / "stage3" / "model" / "config.json").is_file()
+    metrics = json.loads((out / "evaluation" / "metrics.json").read_text())
+    assert {s["slide_id"] for s in metrics["excluded_slides"]} == {"demo_003", "demo_004"}
+    assert metrics["left_out"]["slides"] == ["demo_004"] and metrics["left_out"]["items"] > 0
+    report = (out / "evaluation" / "report.html").read_text()
+    assert "2 slide(s) of the cohort were excluded" in report
+    assert "demo_003" in report and "demo_004" in report and "add an" in report
+
+    # The sheet gets demo_003's mpp: its two jobs re-run, no other slide's.
+    rows[-1] = f"demo_003,{nompp},0.5,train"
+    (work / "samples.csv").write_text("slide_id,path,mpp,split\n" + "\n".join(rows) + "\n")
+    jobs = planned_jobs(snakemake(work, venv_path_env, "-n").stdout)
+    assert {(r, s) for r, s in jobs if s is not None} == {
+        ("prepare_slide", "demo_003"),
+        ("extract_slide", "demo_003"),
+    }
+    assert {"manifest", "tiling_summary"} <= {r for r, s in jobs if s is None}
