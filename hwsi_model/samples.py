@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,3 +121,17 @@ def read_sample_sheet(path: str | Path) -> dict[str, Sample]:
     if not samples:
         raise SampleSheetError(f"sample sheet {path} has no rows")
     return samples
+
+
+def missing_files(samples: Mapping[str, Sample]) -> dict[str, str]:
+    """``{slide_id: path}`` of the rows whose slide file does not exist (one stat per row)."""
+    return {sid: s.path for sid, s in samples.items() if not os.path.exists(s.path)}
+
+
+def usable_slides(
+    samples: Mapping[str, Sample], missing: Mapping[str, str], finished: Callable[[str], str]
+) -> list[str]:
+    """The slides (sheet order) whose file exists or whose output ``finished(slide_id)`` does:
+    a slide whose file went missing keeps what it finished, and is left out of what still
+    needs the file instead of stopping the plan."""
+    return [sid for sid in samples if sid not in missing or os.path.exists(finished(sid))]

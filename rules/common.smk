@@ -8,20 +8,24 @@ from snakemake.logging import logger
 from hwsi_model.workflow_config import config_hash, require
 from hwsi_model.data.layout import TRAINING_RUN, OutputLayout, parse_training_run
 from hwsi_model.jobs.batches import batch_of, slide_batches
-from hwsi_model.samples import read_sample_sheet
+from hwsi_model.samples import missing_files, read_sample_sheet, usable_slides
 
 SAMPLES = read_sample_sheet(config["samples"])
-# A slide that disappeared after its steps ran keeps its finished outputs; a step that still
-# needs the file stops the plan with Snakemake's "Missing input files" naming it. Say why first.
-for _sid, _sample in SAMPLES.items():
-    if not os.path.exists(_sample.path):
-        logger.warning(
-            f"slide '{_sid}': {_sample.path} (sample sheet {config['samples']}) does not "
-            "exist: its finished outputs are kept, steps that still need the file cannot "
-            "run; restore the file or remove its row"
-        )
 # Every output path comes from the layout (hwsi_model/data/layout.py).
 OUT = OutputLayout(config["outdir"])
+# A slide whose file is missing keeps its finished outputs; what still needs the file leaves it
+# out (the manifest lists it in failures.tsv) instead of stopping the plan.
+MISSING = missing_files(SAMPLES)
+TILED = usable_slides(SAMPLES, MISSING, OUT.tiles)
+CACHED = usable_slides(SAMPLES, MISSING, OUT.cache)
+CACHED_SET = set(CACHED)
+UNPLANNED = {s: p for s, p in MISSING.items() if s not in CACHED_SET}  # in failures.tsv
+for _sid, _path in MISSING.items():
+    logger.warning(
+        f"slide '{_sid}': {_path} (sample sheet {config['samples']}) does not exist: its "
+        "finished outputs are kept, it is left out of the steps that still need the file; "
+        "restore the file or remove its row"
+    )
 TISSUE_CFG = config["tissue"]
 # Detection parameters only: the patch threshold belongs to the tiling step.
 TISSUE_DETECT_CFG = {k: v for k, v in TISSUE_CFG.items() if k != "min_tissue_fraction"}
@@ -156,7 +160,7 @@ def extract_inputs(wildcards):
 
 def batch_inputs(wildcards):
     """The slides and grids of a batch, and the models the workflow builds."""
-    ids = BATCHES[wildcards.batch]
+    ids = [s for s in BATCHES[wildcards.batch] if s in CACHED_SET]
     return {
         **model_inputs(),
         "slides": [SAMPLES[s].path for s in ids],
@@ -166,16 +170,17 @@ def batch_inputs(wildcards):
 
 def batch_members(wildcards):
     """[slide_id, path, mpp (0: the file's)] of each slide of a batch (a change re-runs it)."""
-    return [[s, SAMPLES[s].path, SAMPLES[s].mpp or 0] for s in BATCHES[wildcards.batch]]
+    members = [s for s in BATCHES[wildcards.batch] if s in CACHED_SET]
+    return [[s, SAMPLES[s].path, SAMPLES[s].mpp or 0] for s in members]
 
 
 def all_outputs():
     return [
         OUT.manifest,
         OUT.evaluation,
-        *expand(OUT.qc("cells", "{slide}"), slide=SAMPLES),
-        *expand(OUT.tiles("{slide}"), slide=SAMPLES),
-        *expand(OUT.qc("tiling", "{slide}"), slide=SAMPLES),
+        *expand(OUT.qc("cells", "{slide}"), slide=CACHED),
+        *expand(OUT.tiles("{slide}"), slide=TILED),
+        *expand(OUT.qc("tiling", "{slide}"), slide=TILED),
         OUT.tiling_summary,
     ]
 

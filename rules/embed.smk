@@ -79,7 +79,7 @@ rule manifest:
     """One table of the cohort's caches (counts, split, label, cohort, encoder) and one of the
     slides excluded because a job failed on them."""
     input:
-        caches=expand(OUT.cache("{slide}"), slide=SAMPLES),
+        caches=expand(OUT.cache("{slide}"), slide=CACHED),
         samples=config["samples"],
     output:
         manifest=OUT.manifest,
@@ -89,5 +89,7 @@ rule manifest:
     localrule: True
     conda:
         "../envs/hwsi.yaml"
+    params:
+        missing=UNPLANNED,
     script:
         "../workflow_scripts/manifest.py"

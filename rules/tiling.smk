@@ -27,7 +27,7 @@ rule prepare_slide:
 rule tiling_summary:
     """One table of patches, regions and geometry per slide."""
     input:
-        expand(OUT.tiles("{slide}"), slide=SAMPLES),
+        expand(OUT.tiles("{slide}"), slide=TILED),
     output:
         OUT.tiling_summary,
     log:

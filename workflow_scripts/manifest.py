@@ -14,6 +14,7 @@ def main(smk) -> int:
             read_sample_sheet(smk.input.samples),
             smk.output.manifest,
             failures_tsv=smk.output.failures,
+            missing=dict(smk.params.missing),
         ),
         log_file=smk.log[0],
     )

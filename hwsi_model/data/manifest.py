@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from hwsi_model.atomic import atomic_output
-from hwsi_model.data.failures import split_failed, write_failures_table
+from hwsi_model.data.failures import SlideFailure, split_failed, write_failures_table
 from hwsi_model.data.stores.cache import read_cache
 from hwsi_model.samples import Sample
 
@@ -73,11 +73,24 @@ def write_manifest(
     samples: Mapping[str, Sample],
     out_csv: str | Path,
     failures_tsv: str | Path | None = None,
+    missing: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
     """One row per cache (each validated on reading) joined to its sample-sheet row; a cache
     that is a failure placeholder is left out and listed in ``failures_tsv`` (written, header
-    only when no slide failed)."""
+    only when no slide failed), as are the ``missing`` slides (``{slide_id: path}``: the file
+    does not exist and the slide has no cache, so the workflow did not plan it)."""
     caches, failed = split_failed(caches)
+    failed += [
+        SlideFailure(
+            sid,
+            "plan",
+            "input",
+            "SlideOpenError",
+            f"slide '{sid}': file not found: {p}",
+            input={"kind": "missing", "path": p},
+        )
+        for sid, p in (missing or {}).items()
+    ]
     for f in failed:
         log.warning("slide '%s' excluded from the manifest: %s", f.slide_id, f.describe())
     if failures_tsv is not None:

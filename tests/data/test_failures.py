@@ -128,3 +128,20 @@ def test_downstream_job_records_the_first_failure_and_the_table_names_it(tmp_pat
     write_failures_table([], out / "none.tsv")
     assert read_failures_table(out / "none.tsv") == []
     assert (out / "none.tsv").read_text().startswith("slide_id\tjob\t")
+
+
+def test_manifest_leaves_failed_and_missing_slides_out_and_lists_them(tmp_path):
+    import pandas as pd
+
+    from hwsi_model.data.manifest import read_manifest, write_manifest
+
+    cache = tmp_path / "cache" / "s.zarr"
+    failure = SlideFailure("s", "extract_slide", "segment_cells", "SlideReadError", "bad tile")
+    write_placeholders([cache], failure)
+    df = write_manifest([cache], {}, tmp_path / "manifest.csv", tmp_path / "failures.tsv",
+                        missing={"gone": "slides/gone.svs"})  # fmt: skip
+    assert df.empty and read_manifest(tmp_path / "manifest.csv") == []
+    table = pd.read_csv(tmp_path / "failures.tsv", sep="\t").set_index("slide_id")
+    assert table.loc["s", "step"] == "segment_cells"
+    assert table.loc["gone", "job"] == "plan"
+    assert table.loc["gone", "reason"] == "slide 'gone': file not found: slides/gone.svs"
