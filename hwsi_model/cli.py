@@ -93,6 +93,24 @@ def _cmd_tile(args: argparse.Namespace) -> None:
     )
 
 
+def _input_file(path: str | Path, what: str) -> Path:
+    """``path`` if it is a file, else one clear error naming ``what`` it should be."""
+    p = Path(path)
+    if p.is_dir():
+        raise HwsiError(f"{p} is a folder; give the {what}")
+    if not p.is_file():
+        raise HwsiError(f"{p} does not exist ({what})")
+    return p
+
+
+def _output_folder(path: str | Path) -> str:
+    """A workflow ``outdir`` that exists and is a folder."""
+    if not Path(path).is_dir():
+        what = "is a file" if Path(path).exists() else "does not exist"
+        raise HwsiError(f"outdir {path} {what}; give the workflow's output folder")
+    return str(path)
+
+
 def _cmd_segment(args: argparse.Namespace) -> None:
     from hwsi_model.cells.model_registry import load_stardist
     from hwsi_model.cells.single_image import segment_input
@@ -103,6 +121,7 @@ def _cmd_segment(args: argparse.Namespace) -> None:
         if len(parts) != 4 or not all(p.strip().lstrip("-").isdigit() for p in parts):
             raise HwsiError(f"--region must be x,y,w,h in level-0 px, got {args.region!r}")
         region = tuple(int(v) for v in parts)
+    _input_file(args.input, "input image or slide")
     model, _ = load_stardist(args.model, allow_download=args.allow_download)
     segment_input(
         args.input,
@@ -119,7 +138,7 @@ def _cmd_segment(args: argparse.Namespace) -> None:
 def _cmd_check(args: argparse.Namespace) -> None:
     from hwsi_model.data.check import KINDS, check_cohort, excluded_slides
 
-    outdir = args.outdir or _workflow_config()["outdir"]
+    outdir = _output_folder(args.outdir or _workflow_config()["outdir"])
     results = check_cohort(outdir)
     excluded = excluded_slides(outdir)
     for slide, failure in sorted(excluded.items()):
@@ -151,7 +170,7 @@ def _cmd_retry_failed(args: argparse.Namespace) -> None:
     from hwsi_model.data.failures import remove_placeholders
     from hwsi_model.data.layout import OutputLayout
 
-    outdir = args.outdir or _workflow_config()["outdir"]
+    outdir = _output_folder(args.outdir or _workflow_config()["outdir"])
     excluded = excluded_slides(outdir)
     removed = remove_placeholders(outdir)
     # Snakemake does not rebuild a missing intermediate output while what was built from it
@@ -220,9 +239,7 @@ def _cmd_ask(args: argparse.Namespace) -> None:
 def _cmd_metrics(args: argparse.Namespace) -> None:
     from hwsi_model.evaluation.pipeline import summary_lines
 
-    path = Path(args.metrics)
-    if not path.is_file():
-        raise HwsiError(f"{path} does not exist (run the workflow's evaluate rule first)")
+    path = _input_file(args.metrics, "metrics file (the workflow's evaluate rule writes it)")
     doc = json.loads(path.read_text())
     print(f"model {doc.get('model')} on the {doc.get('split')} split ({path})")
     for line in summary_lines(doc):

@@ -64,8 +64,17 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
 
 def load_config(path: str | Path) -> dict[str, Any]:
     """Read a YAML config file and validate it (see :func:`validate_config`)."""
-    with open(path) as fh:
-        raw = yaml.safe_load(fh) or {}
+    if Path(path).is_dir():
+        raise ConfigError(f"config file {path} is a folder; give the YAML file")
+    if not Path(path).is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        with open(path) as fh:
+            raw = yaml.safe_load(fh) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(
+            f"config file {path} cannot be read: {' '.join(str(exc).split())}"
+        ) from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path}: top level must be a mapping of keys")
     return validate_config(raw)

@@ -2,6 +2,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from hwsi_model.cli import main
 
 
@@ -74,3 +76,41 @@ def test_check_config_names_bad_key(tmp_path):
     cfg.write_text(f"samples: {tmp_path / 's.csv'}\noutdir: out\npatch_sise: 3\n")
     proc = hwsi("check-config", cfg)
     assert proc.returncode == 1 and "patch_sise" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["info", "{missing}"], "file not found"),
+        (["info", "{folder}"], "is a folder, not a slide file"),
+        (["tile", "{folder}", "--out", "{tmp}/t"], "is a folder, not a slide file"),
+        (["segment", "{missing}", "--mpp", "0.5", "--out", "{tmp}/s"], "does not exist"),
+        (["segment", "{folder}", "--mpp", "0.5", "--out", "{tmp}/s"], "is a folder"),
+        (["check-config", "{missing}"], "does not exist"),
+        (["check-config", "{folder}"], "is a folder"),
+        (["check", "{missing}"], "does not exist"),
+        (["retry-failed", "{missing}"], "does not exist"),
+        (["metrics", "{folder}"], "is a folder"),
+        (["metrics", "{missing}"], "does not exist"),
+    ],
+)
+def test_bad_paths_are_one_line_errors_and_write_nothing(tmp_path, args, needle, capfd):
+    folder = tmp_path / "a_folder"
+    folder.mkdir()
+    names = {"missing": tmp_path / "nothing.svs", "folder": folder, "tmp": tmp_path}
+    argv = [a.format(**names) for a in args]
+    assert main(argv) == 1
+    err = capfd.readouterr().err
+    errors = [ln for ln in err.splitlines() if " ERROR " in ln]
+    assert len(errors) == 1 and needle in errors[0], err
+    assert "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_folder"]  # no output made
+
+
+def test_a_slide_given_as_a_symbolic_link_reads_as_its_target(cmu_slide, tmp_path):
+    link = tmp_path / "link.svs"
+    link.symlink_to(cmu_slide)
+    linked, direct = (hwsi("info", p, "--json") for p in (link, cmu_slide))
+    assert linked.returncode == 0 and direct.returncode == 0, linked.stderr
+    linked, direct = json.loads(linked.stdout), json.loads(direct.stdout)
+    assert linked["dimensions"] == direct["dimensions"] and linked["mpp"] == direct["mpp"]

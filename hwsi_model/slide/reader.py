@@ -317,6 +317,8 @@ def _summary(
 def _open_any(path: str, slide_id: str):
     """An ``openslide.OpenSlide``, or for a file it refuses that an image reader opens (flat
     TIFF, PNG, JPEG) a :class:`~hwsi_model.slide.plain_image.PlainImage`."""
+    if Path(path).is_dir():
+        raise SlideOpenError(f"slide '{slide_id}': {path} is a folder, not a slide file")
     if not Path(path).is_file():
         raise SlideOpenError(f"slide '{slide_id}': file not found: {path}")
     try:
