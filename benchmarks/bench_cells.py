@@ -66,7 +66,7 @@ import numpy as np
 tiles, _ = read_tiles({str(demo / "results" / "tiles" / f"{slide_id}.zarr")!r})
 model, _ = load_stardist({str(model_dir)!r})
 with open_slide({str(demo / "cohort" / "slides" / f"{slide_id}.tiff")!r}) as r:
-    t, _ = segment_patches(r, model, tiles, np.arange(len(tiles)), SegmentParams(block=4),
+    t, _, _ = segment_patches(r, model, tiles, np.arange(len(tiles)), SegmentParams(block=4),
                            progress=False)
 print(len(t), len(tiles), vm_hwm_mb())
 """
@@ -105,7 +105,7 @@ def main() -> None:
         slide = demo / "cohort" / "slides" / f"{sid}.tiff"
         with open_slide(slide) as reader:
             t = time.perf_counter()
-            table, _ = segment_patches(
+            table, _, _ = segment_patches(
                 reader, model, tiles, patches, SegmentParams(block=1), progress=False
             )
             ours = time.perf_counter() - t

@@ -132,6 +132,7 @@ def _cmd_segment(args: argparse.Namespace) -> None:
         region=region,
         prob_thresh=args.prob_thresh,
         nms_thresh=args.nms_thresh,
+        min_hematoxylin=args.min_hematoxylin,
     )
 
 
@@ -307,6 +308,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-mpp", type=float, default=0.25, help="um/px the model expects")
     p.add_argument("--prob-thresh", type=float)
     p.add_argument("--nms-thresh", type=float)
+    p.add_argument(
+        "--min-hematoxylin",
+        type=float,
+        default=0.03,
+        help="drop detections paler than this haematoxylin OD (0: keep all)",
+    )
     p.add_argument("--allow-download", action="store_true")
     p.set_defaults(func=_cmd_segment)
 

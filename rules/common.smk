@@ -65,7 +65,15 @@ def demo_stardist_inputs(wildcards):
 # What the cell table depends on (besides the model and the tiles).
 CELLS_PARAMS = {
     k: CELLS[k]
-    for k in ("mpp", "patches", "context_um", "block", "prob_thresh", "nms_thresh")
+    for k in (
+        "mpp",
+        "patches",
+        "context_um",
+        "block",
+        "prob_thresh",
+        "nms_thresh",
+        "min_hematoxylin",
+    )
 }
 CELLS_HASH = config_hash({"model": CELLS["model"], **CELLS_PARAMS})
 

@@ -112,14 +112,14 @@ def test_patch_alone_or_in_a_block_gives_the_same_nuclei(model, tiled):
     ]
     with open_slide(slide) as reader:
         for centre in centres:
-            alone, pct = segment_patches(
+            alone, pct, _ = segment_patches(
                 reader, model, tiles, [centre], SegmentParams(block=1), progress=False
             )
             if len(alone) > 10:
                 break
         r, c = tiles.grid[centre]
         block = [cells[(r + dr, c + dc)] for dr in (-1, 0, 1) for dc in (-1, 0, 1)]
-        inblock, _ = segment_patches(
+        inblock, _, _ = segment_patches(
             reader, model, tiles, block, SegmentParams(block=3), percentiles=pct, progress=False
         )
     mine = inblock.patch_index == centre
@@ -253,3 +253,89 @@ def test_segment_cli(trained, slides_dir, tmp_path):
     slide = slides_dir / "CMU-1-Small-Region.svs"
     proc = subprocess.run([*base, str(slide), *args], capture_output=True, text=True)
     assert proc.returncode == 1 and "--region" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _he_images(slides_dir) -> dict[str, np.ndarray]:
+    """Real H&E: the StarDist histo.jpg and the densest 256 px crop of the CMU slide (by
+    haematoxylin), each also without its haematoxylin (eosin only), and blank glass."""
+    from PIL import Image
+
+    from hwsi_model.cells.stain import hematoxylin_density, remove_hematoxylin
+
+    histo = np.asarray(Image.open(slides_dir.parent / "tiles" / "histo.jpg").convert("RGB"))
+    with open_slide(slides_dir / "CMU-1-Small-Region.svs") as reader:
+        w, h = reader.dimensions
+        region = reader.read_box(0, 0, w, h, w, h)
+    crops = [region[y : y + 256, x : x + 256] for y in range(0, h - 256, 256)
+             for x in range(0, w - 256, 256)]  # fmt: skip
+    dense = max(crops, key=lambda c: float((hematoxylin_density(c) > 0.08).mean()))
+    glass = np.clip(np.random.default_rng(0).normal(242, 3, (256, 256, 3)), 0, 255)
+    return {
+        "histo": histo,
+        "cmu_dense": dense,
+        "histo_eosin_only": remove_hematoxylin(histo),
+        "cmu_eosin_only": remove_hematoxylin(dense),
+        "blank": glass.astype(np.uint8),
+    }
+
+
+def test_eosin_only_tissue_and_glass_hold_no_nuclei(model, slides_dir):
+    """The haematoxylin check (cells/detect.py): with per-image contrast stretching the demo
+    model finds "nuclei" in eosin-only tissue; none of them passes the check, while nearly
+    every detection on nucleus-rich tissue does."""
+    from hwsi_model.cells.normalize import image_percentiles
+    from hwsi_model.cells.stain import hematoxylin_density
+
+    images = _he_images(slides_dir)
+    for name in ("histo_eosin_only", "cmu_eosin_only", "blank"):
+        assert np.percentile(hematoxylin_density(images[name]), 99.5) < 0.03, name
+    found = {}
+    for name, rgb in images.items():
+        stretched = slide_percentiles([rgb])  # the worst case: every image stretched to range
+        checked = detect_nuclei(model, rgb, stretched, 0.5, prob_thresh=0.5, min_hematoxylin=0.03)
+        unchecked = detect_nuclei(model, rgb, stretched, 0.5, prob_thresh=0.5)
+        assert len(checked) + checked.rejected == len(unchecked), name
+        found[name] = (len(checked), len(unchecked))
+    for name in ("histo_eosin_only", "cmu_eosin_only", "blank"):
+        assert found[name][0] == 0, found
+    for name in ("histo", "cmu_dense"):
+        kept, total = found[name]
+        assert kept > 10 and kept >= 0.9 * total, found
+    # Images without haematoxylin-dark pixels are not stretched at all (hwsi segment).
+    for name in ("histo_eosin_only", "blank"):
+        pct = image_percentiles(images[name])
+        assert pct.lo.tolist() == [0, 0, 0] and pct.hi.tolist() == [255, 255, 255]
+    assert image_percentiles(images["histo"]).hi.max() < 255
+
+
+def test_segmentation_records_the_haematoxylin_check(trained, tiled, tmp_path):
+    slide, store, sid = tiled
+    out = tmp_path / "cells.zarr"
+    strict = SegmentParams(block=4, min_hematoxylin=5.0)  # no nucleus is that dark
+    segment_step(slide, sid, store, None, str(trained[0]), out, tmp_path / "qc.png", strict)
+    table, attrs = read_cells(out)
+    assert len(table) == 0 and attrs["n_rejected_hematoxylin"] > 10
+    assert attrs["min_hematoxylin"] == 5.0
+
+
+def test_demo_training_tiles_get_a_nucleus_free_half(cohort):
+    from hwsi_model.cells.stain import hematoxylin_density
+    from hwsi_model.cells.train import load_gt_tiles, with_nucleus_free_half
+
+    index, sheet = cohort / "nuclei_gt" / "index.csv", cohort / "samples.csv"
+    plain = load_gt_tiles(index, sheet, 0.5)
+    mixed = load_gt_tiles(index, sheet, 0.5, nucleus_free=True)
+    assert len(plain) == len(mixed)
+    for a, b in zip(plain, mixed, strict=True):
+        w = a.labels.shape[1]
+        if a.split == "test":  # held-out tiles stay as annotated
+            assert b.labels.shape == a.labels.shape
+            continue
+        assert b.labels.shape[1] == 2 * w and (b.labels[:, w:] == 0).all()
+        assert (b.labels[:, :w] == a.labels).all() and a.labels.max() > 0
+    rgb = np.full((64, 64, 3), (120, 60, 160), np.uint8)  # a haematoxylin-purple patch
+    lab = np.ones((64, 64), np.int32)
+    for k in (0, 1):
+        img, y = with_nucleus_free_half(rgb, lab, k)
+        assert img.shape == (64, 128, 3) and y[:, 64:].max() == 0
+        assert hematoxylin_density(img[:, 64:]).max() < 0.03 < hematoxylin_density(rgb).min()

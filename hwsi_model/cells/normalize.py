@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 from skimage import color
 
+from hwsi_model.cells.stain import hematoxylin_density
+
 
 @dataclass(frozen=True)
 class Percentiles:
@@ -65,3 +67,14 @@ def slide_percentiles(
     lo = np.percentile(stained, p_lo, axis=0).astype(np.float32)
     hi = np.percentile(stained, p_hi, axis=0).astype(np.float32)
     return Percentiles(lo, hi, p_lo, p_hi)
+
+
+def image_percentiles(rgb: np.ndarray, min_hematoxylin: float = 0.03) -> Percentiles:
+    """Percentiles for one image segmented on its own (``hwsi segment``): those of its tissue,
+    as for a slide, unless it holds no haematoxylin-dark pixels (99.5th percentile of the H
+    optical density below ``min_hematoxylin``: blank glass, eosin-only stroma). Such an image is
+    left unstretched (0..255), since stretching it to full range makes texture look like nuclei.
+    """
+    if float(np.percentile(hematoxylin_density(rgb), 99.5)) < min_hematoxylin:
+        return Percentiles(np.zeros(3, np.float32), np.full(3, 255, np.float32), 0.0, 100.0)
+    return slide_percentiles([rgb])

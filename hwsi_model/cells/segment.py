@@ -33,6 +33,7 @@ class SegmentParams:
     block: int = 4  # patches per window side in all-tissue mode
     prob_thresh: float | None = None  # None: the model's optimised thresholds
     nms_thresh: float | None = None
+    min_hematoxylin: float = 0.03  # OD; detections paler than this are dropped (detect.py)
     norm_samples: int = 32  # tissue patches sampled for the slide's percentiles
     seed: int = 0
 
@@ -80,7 +81,8 @@ def segment_window(
     scale = params.mpp / reader.mpp  # level-0 px per model px
     out_w, out_h = round(w0 / scale), round(h0 / scale)
     rgb = reader.read_box(x0, y0, w0, h0, out_w, out_h)
-    nuc = detect_nuclei(model, rgb, percentiles, params.mpp, params.prob_thresh, params.nms_thresh)
+    nuc = detect_nuclei(model, rgb, percentiles, params.mpp, params.prob_thresh,
+                        params.nms_thresh, params.min_hematoxylin)  # fmt: skip
     if len(nuc) == 0:
         return np.zeros(0, np.int64), nuc
     sx, sy = w0 / out_w, h0 / out_h
@@ -93,7 +95,7 @@ def segment_window(
     lookup = {(int(r), int(c)): int(p) for p, (r, c) in zip(group, cells, strict=True)}
     owner = np.array([lookup.get((int(r), int(c)), -1) for r, c in cell_rc], np.int64)
     keep = owner >= 0
-    return owner[keep], Nuclei(centroids[keep], polygons[keep], nuc.features[keep])
+    return owner[keep], Nuclei(centroids[keep], polygons[keep], nuc.features[keep], nuc.rejected)
 
 
 def segment_patches(
@@ -104,13 +106,15 @@ def segment_patches(
     params: SegmentParams,
     percentiles: Percentiles | None = None,
     progress: bool = True,
-) -> tuple[CellTable, Percentiles]:
-    """Segment ``patches`` (indices into ``tiles``) in windows of ``params.block`` patches."""
+) -> tuple[CellTable, Percentiles, int]:
+    """Segment ``patches`` (indices into ``tiles``) in windows of ``params.block`` patches;
+    returns the cells, the slide's percentiles and the number of detections the haematoxylin
+    check dropped (windows overlap by the context margin, so a drop may be counted twice)."""
     patches = np.unique(np.asarray(patches, np.int64))
     if percentiles is None:
         percentiles = estimate_percentiles(reader, tiles, params)
     n_rays = int(model.config.n_rays)
-    owners, found = [], []
+    owners, found, rejected = [], [], 0
     groups = _windows(tiles, patches, params.block) if len(patches) else []
     for group in tqdm(
         groups, desc=f"nuclei {reader.slide_id}", unit="window", disable=not progress
@@ -118,6 +122,7 @@ def segment_patches(
         owner, nuc = segment_window(reader, model, tiles, group, percentiles, params)
         owners.append(owner)
         found.append(nuc)
+        rejected += nuc.rejected
     if found:
         owner = np.concatenate(owners)
         order = np.argsort(owner, kind="stable")
@@ -139,8 +144,11 @@ def segment_patches(
         polygons=polygons.astype(np.float32),
         features=features.astype(np.float32),
     )
-    log.info("slide '%s': %d nuclei in %d patches", reader.slide_id, len(table), len(patches))
-    return table, percentiles
+    log.info(
+        "slide '%s': %d nuclei in %d patches (%d pale detections dropped, haematoxylin < %.3f)",
+        reader.slide_id, len(table), len(patches), rejected, params.min_hematoxylin,
+    )  # fmt: skip
+    return table, percentiles, rejected
 
 
 __all__ = ["SegmentParams", "segment_patches"]

@@ -14,7 +14,7 @@ from PIL import Image
 
 from hwsi_model.cells.detect import Nuclei, detect_nuclei
 from hwsi_model.cells.export import cell_dataframe, write_csv, write_geojson
-from hwsi_model.cells.normalize import slide_percentiles
+from hwsi_model.cells.normalize import image_percentiles
 from hwsi_model.errors import HwsiError
 
 log = logging.getLogger(__name__)
@@ -31,9 +31,10 @@ def _segment_rgb(model, rgb: np.ndarray, mpp_in: float, mpp_model: float, **thre
         if (out_w, out_h) == (w, h)
         else np.asarray(Image.fromarray(rgb).resize((out_w, out_h), Image.Resampling.BILINEAR))
     )
-    nuc = detect_nuclei(model, img, slide_percentiles([img]), mpp_model, **thresholds)
+    pct = image_percentiles(img, thresholds.get("min_hematoxylin") or 0.03)
+    nuc = detect_nuclei(model, img, pct, mpp_model, **thresholds)
     scale = np.array([w / out_w, h / out_h], np.float32)
-    return Nuclei(nuc.centroids * scale, nuc.polygons * scale, nuc.features)
+    return Nuclei(nuc.centroids * scale, nuc.polygons * scale, nuc.features, nuc.rejected)
 
 
 def load_image(path: str | Path) -> np.ndarray:
@@ -55,6 +56,7 @@ def segment_input(
     region: tuple[int, int, int, int] | None = None,
     prob_thresh: float | None = None,
     nms_thresh: float | None = None,
+    min_hematoxylin: float = 0.03,
 ) -> Nuclei:
     """Segment an image file (``mpp`` required) or a slide region; write GeoJSON and CSV.
 
@@ -65,7 +67,8 @@ def segment_input(
     Writes ``out_dir/{stem}_nuclei.geojson`` and ``out_dir/{stem}_nuclei.csv``.
     """
     path = Path(path)
-    thresholds = {"prob_thresh": prob_thresh, "nms_thresh": nms_thresh}
+    thresholds = {"prob_thresh": prob_thresh, "nms_thresh": nms_thresh,
+                  "min_hematoxylin": min_hematoxylin}  # fmt: skip
     if path.suffix.lower() in IMAGE_SUFFIXES and region is None and mpp is not None:
         rgb = load_image(path)
         nuc = _segment_rgb(model, rgb, mpp, mpp_model, **thresholds)
@@ -82,17 +85,18 @@ def segment_input(
             rgb = reader.read_box(x, y, w, h, w, h)
             nuc = _segment_rgb(model, rgb, reader.mpp, mpp_model, **thresholds)
         offset = np.array([x, y], np.float32)
-        nuc = Nuclei(nuc.centroids + offset, nuc.polygons + offset, nuc.features)
+        nuc = Nuclei(nuc.centroids + offset, nuc.polygons + offset, nuc.features, nuc.rejected)
         frame = "level-0 px"
     out_dir = Path(out_dir)
     write_geojson(out_dir / f"{path.stem}_nuclei.geojson", nuc.polygons, nuc.features)
     write_csv(out_dir / f"{path.stem}_nuclei.csv", cell_dataframe(nuc.centroids, nuc.features))
     areas = nuc.features[:, 0]
     log.info(
-        "%s: %d nuclei (%s); area um^2 median %.1f, 10-90%% %.1f-%.1f",
+        "%s: %d nuclei (%s; %d pale detections dropped); area um^2 median %.1f, 10-90%% %.1f-%.1f",
         path.name,
         len(nuc),
         frame,
+        nuc.rejected,
         *(np.percentile(areas, [50, 10, 90]) if len(nuc) else (0, 0, 0)),
     )
     return nuc

@@ -79,7 +79,7 @@ def segment_step(
         model_spec, allow_download=allow_download, threads=threads
     )
     with open_slide(slide_path, slide_id=slide_id, mpp_override=mpp_override) as reader:
-        table, pct = segment_patches(reader, model, tiles, patches, params)
+        table, pct, rejected = segment_patches(reader, model, tiles, patches, params)
         attrs = {
             "slide_id": slide_id,
             "model": model_spec,
@@ -87,6 +87,9 @@ def segment_step(
             "model_hash": model_hash(folder),
             "prob_thresh": float(params.prob_thresh or model.thresholds.prob),
             "nms_thresh": float(params.nms_thresh or model.thresholds.nms),
+            # Haematoxylin check (cells/detect.py): mean H optical density inside a nucleus.
+            "min_hematoxylin": params.min_hematoxylin,
+            "n_rejected_hematoxylin": rejected,
             "n_rays": int(model.config.n_rays),
             "mpp_segmentation": params.mpp,
             "mpp_slide": reader.mpp,
