@@ -145,3 +145,28 @@ def test_manifest_leaves_failed_and_missing_slides_out_and_lists_them(tmp_path):
     assert table.loc["s", "step"] == "segment_cells"
     assert table.loc["gone", "job"] == "plan"
     assert table.loc["gone", "reason"] == "slide 'gone': file not found: slides/gone.svs"
+
+
+def test_a_batch_skips_members_whose_preparation_failed(tmp_path):
+    """extract_batch goes past a slide whose prepare_slide left placeholders (no model is
+    loaded for it; its own extract_slide job records the exclusion)."""
+    from hwsi_model.data.layout import OutputLayout
+    from hwsi_model.jobs.extract import ExtractSettings, extract_batch
+
+    layout = OutputLayout(str(tmp_path / "out"))
+    failure = SlideFailure("s", "prepare_slide", "tissue", "MissingMppError", "no mpp")
+    write_placeholders([layout.tiles("s")], failure)
+    settings = ExtractSettings.from_workflow({
+        "encoder": "tiny-vit", "checkpoint": str(tmp_path / "no_encoder"),
+        "extract": {"num_workers": 0, "rows_per_item": 1, "device": "cpu", "precision": "fp32"},
+        "selection": {"n_candidates": 4, "top_k": 2, "query": "slide_mean", "query_file": ""},
+        "cells_model": str(tmp_path / "no_stardist"),
+        "cells": {"mpp": 0.5, "patches": "selected", "context_um": 16.0, "block": 4,
+                  "prob_thresh": None, "nms_thresh": None, "min_hematoxylin": 0.03},
+        "hashes": dict.fromkeys(
+            ("embeddings", "selection", "cells", "cell_embeddings", "cache"), "h"),
+    })  # fmt: skip
+    record = tmp_path / "batch.json"
+    results = extract_batch([Sample("s", str(tmp_path / "s.svs"))], layout, settings, record)
+    assert results == {"s": {"skipped": "prepare_slide (tissue): no mpp"}}
+    assert json.loads(record.read_text())["slides"] == results
