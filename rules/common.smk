@@ -8,6 +8,7 @@ from snakemake.logging import logger
 from hwsi_model.workflow_config import config_hash, require
 from hwsi_model.data.layout import TRAINING_RUN, OutputLayout, parse_training_run
 from hwsi_model.jobs.batches import batch_of, slide_batches
+from hwsi_model.model.packaged_llm import PACKAGED_LLMS
 from hwsi_model.samples import missing_files, read_sample_sheet, usable_slides
 
 SAMPLES = read_sample_sheet(config["samples"])
@@ -130,6 +131,7 @@ EXTRACT_SETTINGS = {
 wildcard_constraints:
     slide=r"[A-Za-z0-9][A-Za-z0-9._-]*",
     batch=r"[A-Za-z0-9_-]+\.\d+",
+    packaged="|".join(PACKAGED_LLMS),
 
 
 def slide_path(wildcards):
@@ -199,9 +201,13 @@ TRAIN = config["training"]
 
 
 def train_llm():
-    """The LLM folder; "demo": the tiny causal LM the workflow builds (nothing downloaded)."""
+    """The LLM folder; "demo": the tiny causal LM the workflow builds (nothing downloaded); a
+    packaged name ("smollm2"): the folder the workflow converts from its installed GGUF.
+    """
     llm = require(config, "training.llm")
-    return OUT.model("tiny_llm") if llm == "demo" else llm
+    if llm == "demo":
+        return OUT.model("tiny_llm")
+    return OUT.model(llm) if llm in PACKAGED_LLMS else llm
 
 
 def train_run(wildcards):
@@ -223,8 +229,8 @@ def train_inputs(wildcards):
         inputs["init"] = OUT.stage_path(2, "model", "flat")
     elif baseline:
         inputs["init"] = OUT.stage_path(1, "model")
-    if (stage == 2 or baseline) and require(config, "training.llm") == "demo":
-        inputs["llm"] = OUT.model("tiny_llm")
+    if (stage == 2 or baseline) and train_llm() != require(config, "training.llm"):
+        inputs["llm"] = train_llm()  # a folder the workflow builds
     return inputs
 
 

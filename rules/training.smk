@@ -23,6 +23,20 @@ rule build_demo_llm:
         "../workflow_scripts/build_demo_llm.py"
 
 
+rule convert_packaged_llm:
+    """A pretrained LLM installed as a GGUF inside a Python package (training.llm: smollm2),
+    converted once into a Hugging Face folder (hwsi_model/model/packaged_llm.py)."""
+    output:
+        directory(OUT.model("{packaged}")),
+    log:
+        OUT.log("convert_packaged_llm", "{packaged}"),
+    localrule: True
+    conda:
+        "../envs/hwsi.yaml"
+    script:
+        "../workflow_scripts/convert_packaged_llm.py"
+
+
 rule train:
     """One training run: a stage of the method (training/stageN: 1 alignment, 2 V-L projectors
     into the frozen LLM, 3 instruction tuning) or of a baseline for the evaluation

@@ -103,6 +103,20 @@ def test_unset_llm_stops_a_training_plan_naming_the_key(tmp_path, cmu_slide, ven
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def test_packaged_llm_is_converted_once_for_the_stages_that_need_it(
+    tmp_path, cmu_slide, venv_path_env
+):
+    training = "training:\n  reports: r.jsonl\n  instructions: [v.json]\n  llm: smollm2\n"
+    write_cohort(tmp_path, [f"cmu,{cmu_slide},"], extra_yaml=training)
+    for name in ("r.jsonl", "v.json"):
+        (tmp_path / name).write_text("")
+    proc = snakemake(tmp_path, venv_path_env, "-n", "out/training/stage2/model")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    jobs = [r for r, _ in planned_jobs(proc.stdout)]
+    assert jobs.count("convert_packaged_llm") == 1 and "train" in jobs
+    assert "out/models/smollm2" in proc.stdout
+
+
 def test_bad_slide_id_in_sheet_stops_the_plan(tmp_path, cmu_slide, venv_path_env):
     write_cohort(tmp_path, [f"../cmu,{cmu_slide},"])
     proc = snakemake(tmp_path, venv_path_env, "-n")
