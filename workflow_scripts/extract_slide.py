@@ -33,6 +33,7 @@ def main(smk) -> int:
             ),
             outdir=smk.config["outdir"],
             on_slide_error=smk.config.get("on_slide_error", "skip"),
+            folders=[o.embeddings, o.cells, o.cell_embeddings, o.cache],
         ),
         log_file=smk.log[0],
     )

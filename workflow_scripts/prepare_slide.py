@@ -23,6 +23,7 @@ def main(smk) -> int:
             ),
             outdir=smk.config["outdir"],
             on_slide_error=smk.config.get("on_slide_error", "skip"),
+            folders=[o.tissue, o.tiles],
         ),
         log_file=smk.log[0],
     )

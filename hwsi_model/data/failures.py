@@ -80,18 +80,20 @@ class SlideFailure:
         return f"{f.job} ({f.step}): {f.reason}"
 
 
-def write_placeholders(outputs: Sequence[str | Path], failure: SlideFailure) -> None:
-    """Replace each output by a placeholder holding ``failure`` (module doc). A finished
-    output of an earlier run is removed: it no longer matches the slide as it is now.
-    Folder outputs are told apart by their name: no suffix, or ``.zarr``."""
+def write_placeholders(
+    outputs: Sequence[str | Path], failure: SlideFailure, folders: Iterable[str | Path] = ()
+) -> None:
+    """Replace each output by a placeholder holding ``failure`` (module doc); ``folders`` are
+    the outputs that are folders (slide ids may hold dots, so a name does not tell). A
+    finished output of an earlier run is removed: it no longer matches the slide as it is now."""
     record = json.dumps(failure.to_dict(), indent=1) + "\n"
+    folder_set = {Path(f) for f in folders}
     for out in map(Path, outputs):
-        is_dir = out.is_dir() or not out.suffix or out.suffix == ".zarr"
         if out.is_dir():
             shutil.rmtree(out)
         elif out.exists():
             out.unlink()
-        if is_dir:
+        if out in folder_set:
             out.mkdir(parents=True)
             write_text_atomic(out / FAILED_NAME, record)
         elif out.suffix.lower() == ".png":

@@ -47,10 +47,11 @@ def run_isolated(
     run: Callable[[], T],
     outdir: str | Path,
     on_slide_error: str = "skip",
+    folders: Sequence[str | Path] = (),
 ) -> T | SlideFailure:
     """Run one per-slide job; on a :class:`SlideInputError` write placeholders at ``outputs``
-    (recorded relative to ``outdir``) and return the failure instead of raising, unless
-    ``on_slide_error`` is ``"stop"``."""
+    (``folders``: those that are folders; recorded relative to ``outdir``) and return the
+    failure instead of raising, unless ``on_slide_error`` is ``"stop"``."""
     if on_slide_error not in ON_SLIDE_ERROR:
         raise ConfigError(f"on_slide_error must be one of {ON_SLIDE_ERROR}, not {on_slide_error!r}")
     try:
@@ -68,7 +69,7 @@ def run_isolated(
             outputs=tuple(os.path.relpath(o, outdir) for o in outputs),
             cause=exc.failure.to_dict() if isinstance(exc, UpstreamFailedError) else None,
         )
-        write_placeholders(outputs, failure)
+        write_placeholders(outputs, failure, folders)
         log.warning(
             "slide '%s' excluded: %s (failure placeholders written; fix the input, or run "
             "`hwsi retry-failed %s`; on_slide_error: stop makes this fatal)",

@@ -28,7 +28,7 @@ from hwsi_model.samples import Sample
 def _outputs(out: Path) -> list[Path]:
     return [
         out / "tiles" / "s.zarr",
-        out / "tissue" / "s",
+        out / "tissue" / "s.v2",  # a slide id with a dot: still a folder
         out / "qc" / "tiling" / "s.png",
         out / "selection" / "s.csv",
         out / "selection" / "s.json",
@@ -43,7 +43,9 @@ def _isolated_failure(tmp_path: Path, exc: Exception, **kw):
     def fail():
         raise exc
 
-    result = run_isolated("prepare_slide", Sample("s", str(slide)), _outputs(out), fail, out, **kw)
+    outputs = _outputs(out)
+    result = run_isolated("prepare_slide", Sample("s", str(slide)), outputs, fail, out,
+                          folders=outputs[:2], **kw)  # fmt: skip
     return result, out
 
 
@@ -83,7 +85,7 @@ def test_a_finished_output_is_replaced_and_real_outputs_survive_retry(tmp_path):
     Image.new("RGB", (8, 8)).save(real_png)
     failure = SlideFailure("s", "prepare_slide", "tiles", "SlideReadError", "cannot decode",
                            outputs=("tiles/s.zarr", "qc/tiling/s.png"))  # fmt: skip
-    write_placeholders([tiles, out / "qc" / "tiling" / "s.png"], failure)
+    write_placeholders([tiles, out / "qc" / "tiling" / "s.png"], failure, folders=[tiles])
     assert not (tiles / "zarr.json").exists()
     assert [f.slide_id for _, f in find_placeholders(out)] == ["s"]
     removed = remove_placeholders(out)
@@ -114,7 +116,7 @@ def test_downstream_job_records_the_first_failure_and_the_table_names_it(tmp_pat
         require_not_failed(tiles)
     cache = out / "cache" / "s.zarr"
     second = run_isolated("extract_slide", Sample("s", str(tmp_path / "s.svs")), [cache],
-                          lambda: require_not_failed(tiles), out)  # fmt: skip
+                          lambda: require_not_failed(tiles), out, folders=[cache])  # fmt: skip
     assert second.job == "extract_slide" and second.cause == first.to_dict()
     assert second.first == first and "add an 'mpp' column" in str(err.value)
     good = out / "cache" / "g.zarr"
@@ -137,7 +139,7 @@ def test_manifest_leaves_failed_and_missing_slides_out_and_lists_them(tmp_path):
 
     cache = tmp_path / "cache" / "s.zarr"
     failure = SlideFailure("s", "extract_slide", "segment_cells", "SlideReadError", "bad tile")
-    write_placeholders([cache], failure)
+    write_placeholders([cache], failure, folders=[cache])
     df = write_manifest([cache], {}, tmp_path / "manifest.csv", tmp_path / "failures.tsv",
                         missing={"gone": "slides/gone.svs"})  # fmt: skip
     assert df.empty and read_manifest(tmp_path / "manifest.csv") == []
@@ -155,7 +157,7 @@ def test_a_batch_skips_members_whose_preparation_failed(tmp_path):
 
     layout = OutputLayout(str(tmp_path / "out"))
     failure = SlideFailure("s", "prepare_slide", "tissue", "MissingMppError", "no mpp")
-    write_placeholders([layout.tiles("s")], failure)
+    write_placeholders([layout.tiles("s")], failure, folders=[layout.tiles("s")])
     settings = ExtractSettings.from_workflow({
         "encoder": "tiny-vit", "checkpoint": str(tmp_path / "no_encoder"),
         "extract": {"num_workers": 0, "rows_per_item": 1, "device": "cpu", "precision": "fp32"},
