@@ -26,7 +26,11 @@ sys.path.insert(0, str(ROOT))
 from hwsi_model.cells.detect import detect_nuclei  # noqa: E402
 from hwsi_model.cells.model_registry import load_stardist  # noqa: E402
 from hwsi_model.cells.normalize import slide_percentiles  # noqa: E402
-from hwsi_model.cells.stain import hematoxylin_density, remove_hematoxylin  # noqa: E402
+from hwsi_model.cells.stain import (  # noqa: E402
+    blank_glass,
+    hematoxylin_density,
+    remove_hematoxylin,
+)
 from hwsi_model.slide.reader import open_slide  # noqa: E402
 
 MPP = 0.5
@@ -43,13 +47,12 @@ def images(testdata: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
     crops = [region[y : y + 256, x : x + 256] for y in range(0, h - 256, 256)
              for x in range(0, w - 256, 256)]  # fmt: skip
     dense = max(crops, key=lambda c: float((hematoxylin_density(c) > 0.08).mean()))
-    glass = np.clip(np.random.default_rng(0).normal(242, 3, (256, 256, 3)), 0, 255)
     found = {
         "histo.jpg (nucleus-rich)": histo,
         "CMU dense crop (nucleus-rich)": dense,
         "histo.jpg eosin only": remove_hematoxylin(histo),
         "CMU dense crop eosin only": remove_hematoxylin(dense),
-        "blank glass": glass.astype(np.uint8),
+        "blank glass": blank_glass((256, 256, 3)),
     }
     return found, region[::4, ::4]
 

@@ -143,7 +143,7 @@ def _cmd_check(args: argparse.Namespace) -> None:
     results = check_cohort(outdir)
     excluded = excluded_slides(outdir)
     for slide, failure in sorted(excluded.items()):
-        print(f"EXCLUDED  {slide}: {failure.job} ({failure.step}): {failure.reason}")
+        print(f"EXCLUDED  {slide}: {failure.describe()}")
     if excluded:
         print(f"{len(excluded)} slide(s) excluded after a failure (`hwsi retry-failed {outdir}`)")
     if not results:

@@ -260,7 +260,7 @@ def _he_images(slides_dir) -> dict[str, np.ndarray]:
     haematoxylin), each also without its haematoxylin (eosin only), and blank glass."""
     from PIL import Image
 
-    from hwsi_model.cells.stain import hematoxylin_density, remove_hematoxylin
+    from hwsi_model.cells.stain import blank_glass, hematoxylin_density, remove_hematoxylin
 
     histo = np.asarray(Image.open(slides_dir.parent / "tiles" / "histo.jpg").convert("RGB"))
     with open_slide(slides_dir / "CMU-1-Small-Region.svs") as reader:
@@ -269,13 +269,12 @@ def _he_images(slides_dir) -> dict[str, np.ndarray]:
     crops = [region[y : y + 256, x : x + 256] for y in range(0, h - 256, 256)
              for x in range(0, w - 256, 256)]  # fmt: skip
     dense = max(crops, key=lambda c: float((hematoxylin_density(c) > 0.08).mean()))
-    glass = np.clip(np.random.default_rng(0).normal(242, 3, (256, 256, 3)), 0, 255)
     return {
         "histo": histo,
         "cmu_dense": dense,
         "histo_eosin_only": remove_hematoxylin(histo),
         "cmu_eosin_only": remove_hematoxylin(dense),
-        "blank": glass.astype(np.uint8),
+        "blank": blank_glass((256, 256, 3)),
     }
 
 

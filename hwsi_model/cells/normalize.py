@@ -69,12 +69,16 @@ def slide_percentiles(
     return Percentiles(lo, hi, p_lo, p_hi)
 
 
-def image_percentiles(rgb: np.ndarray, min_hematoxylin: float = 0.03) -> Percentiles:
+#: Haematoxylin optical density below which a pixel is not "dark" (no nucleus stain).
+DARK_HEMATOXYLIN = 0.03
+
+
+def image_percentiles(rgb: np.ndarray) -> Percentiles:
     """Percentiles for one image segmented on its own (``hwsi segment``): those of its tissue,
     as for a slide, unless it holds no haematoxylin-dark pixels (99.5th percentile of the H
-    optical density below ``min_hematoxylin``: blank glass, eosin-only stroma). Such an image is
-    left unstretched (0..255), since stretching it to full range makes texture look like nuclei.
+    optical density below :data:`DARK_HEMATOXYLIN`: blank glass, eosin-only stroma). Such an
+    image is left unstretched (0..255): stretched to full range, its texture looks like nuclei.
     """
-    if float(np.percentile(hematoxylin_density(rgb), 99.5)) < min_hematoxylin:
+    if float(np.percentile(hematoxylin_density(rgb), 99.5)) < DARK_HEMATOXYLIN:
         return Percentiles(np.zeros(3, np.float32), np.full(3, 255, np.float32), 0.0, 100.0)
     return slide_percentiles([rgb])

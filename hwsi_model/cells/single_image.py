@@ -31,8 +31,7 @@ def _segment_rgb(model, rgb: np.ndarray, mpp_in: float, mpp_model: float, **thre
         if (out_w, out_h) == (w, h)
         else np.asarray(Image.fromarray(rgb).resize((out_w, out_h), Image.Resampling.BILINEAR))
     )
-    pct = image_percentiles(img, thresholds.get("min_hematoxylin") or 0.03)
-    nuc = detect_nuclei(model, img, pct, mpp_model, **thresholds)
+    nuc = detect_nuclei(model, img, image_percentiles(img), mpp_model, **thresholds)
     scale = np.array([w / out_w, h / out_h], np.float32)
     return Nuclei(nuc.centroids * scale, nuc.polygons * scale, nuc.features, nuc.rejected)
 

@@ -17,6 +17,12 @@ def hematoxylin_density(rgb: np.ndarray) -> np.ndarray:
     return color.rgb2hed(rgb)[..., 0]
 
 
+def blank_glass(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    """``[H, W, 3] uint8`` near-white glass with scanner noise (about 242 +- 3 per channel)."""
+    glass = np.random.default_rng(seed).normal(242.0, 3.0, shape)
+    return np.clip(glass, 0, 255).astype(np.uint8)
+
+
 def remove_hematoxylin(rgb: np.ndarray) -> np.ndarray:
     """``[H, W, 3] uint8 -> [H, W, 3] uint8``: the image with its haematoxylin taken out."""
     hed = color.rgb2hed(rgb)

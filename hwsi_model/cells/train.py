@@ -18,7 +18,7 @@ from skimage.transform import resize
 
 from hwsi_model.atomic import atomic_output
 from hwsi_model.cells.normalize import slide_percentiles
-from hwsi_model.cells.stain import remove_hematoxylin
+from hwsi_model.cells.stain import blank_glass, remove_hematoxylin
 from hwsi_model.errors import HwsiError
 from hwsi_model.samples import read_sample_sheet
 from hwsi_model.slide.reader import open_slide
@@ -59,11 +59,7 @@ def with_nucleus_free_half(rgb: np.ndarray, labels: np.ndarray, k: int):
     haematoxylin, eosin only; odd: blank glass) and ``labels`` with zeros there: ``[H, 2W, 3]
     uint8``, ``[H, 2W] int32``. Side by side rather than alone, so that every tile still holds
     nuclei (StarDist samples most training patches around foreground)."""
-    if k % 2 == 0:
-        free = remove_hematoxylin(rgb)
-    else:
-        glass = np.random.default_rng(k).normal(242.0, 3.0, rgb.shape)
-        free = np.clip(glass, 0, 255).astype(np.uint8)
+    free = remove_hematoxylin(rgb) if k % 2 == 0 else blank_glass(rgb.shape, seed=k)
     return np.concatenate([rgb, free], axis=1), np.concatenate([labels, np.zeros_like(labels)], 1)
 
 

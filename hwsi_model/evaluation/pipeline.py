@@ -205,7 +205,7 @@ def run_evaluation(
         )
         results = [{"name": n, "families": run["families"][n]} for n in models]
         extra: dict[str, Any] = {"split": split, "test_files": [str(f) for f in inputs.test_files]}
-        extra["excluded_slides"] = excluded_slides(inputs.failures)
+        extra["excluded_slides"] = failures_table_rows(inputs.failures)
         extra["left_out"] = run["left_out"]
         align, tables = _alignment_tables(inputs)
         extra.update(align)
@@ -271,7 +271,7 @@ def _write_pages(
     )  # fmt: skip
 
 
-def excluded_slides(failures_tsv: str | Path | None) -> list[dict[str, str]]:
+def failures_table_rows(failures_tsv: str | Path | None) -> list[dict[str, str]]:
     """The cohort's excluded slides (``failures.tsv``): slide_id, job, step, reason."""
     from hwsi_model.data.failures import read_failures_table
 

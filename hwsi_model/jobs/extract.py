@@ -20,7 +20,6 @@ from hwsi_model.atomic import write_text_atomic
 from hwsi_model.cells.model_registry import load_stardist, resolve_model_folder
 from hwsi_model.cells.segment import SegmentParams
 from hwsi_model.cells.steps import cells_inputs, segment_step
-from hwsi_model.data.failures import failure_of
 from hwsi_model.data.layout import OutputLayout
 from hwsi_model.embed.params import ExtractParams
 from hwsi_model.embed.steps import (
@@ -32,7 +31,7 @@ from hwsi_model.embed.steps import (
     embed_patches_step,
     patch_embedding_inputs,
 )
-from hwsi_model.jobs.isolation import require_not_failed
+from hwsi_model.jobs.isolation import UpstreamFailedError, require_not_failed
 from hwsi_model.jobs.steps import JobSteps, Once
 from hwsi_model.samples import Sample
 from hwsi_model.selection.settings import SelectionConfig, selection_rule
@@ -235,15 +234,14 @@ def extract_batch(
     for sample in tqdm(samples, desc="slides", unit="slide"):
         sid = sample.slide_id
         start = time.perf_counter()
-        upstream = failure_of(layout.tiles(sid))
-        if upstream is not None:
-            log.warning("slide '%s' skipped: excluded earlier, %s", sid, upstream.describe())
-            results[sid] = {"skipped": upstream.describe()}
-            continue
         try:
             steps = extract_slide(
                 sample, layout.tiles(sid), ExtractOutputs.of(layout, sid), settings, models
             )
+        except UpstreamFailedError as exc:  # raised before any model is loaded
+            log.warning("slide '%s' skipped: %s", sid, exc)
+            results[sid] = {"skipped": exc.failure.describe()}
+            continue
         except Exception as exc:  # isolated: the slide's own job reports it
             log.error("slide '%s' failed here (%s): %s", sid, type(exc).__name__, exc)
             results[sid] = {"error": " ".join(str(exc).split()), "type": type(exc).__name__}
