@@ -50,6 +50,7 @@ from hwsi_model.evaluation.parsing import (
     parse_option_letter,
     parse_yes_no,
 )
+from hwsi_model.evaluation.statistics import ItemTable, closed_table, open_table
 
 log = logging.getLogger(__name__)
 
@@ -314,12 +315,25 @@ def score_items(
     and ``unparsed`` = the number of empty answers. This is the per-family shape that
     :func:`hwsi_model.evaluation.report_html.write_metrics_json` writes.
     """
+    return score_items_and_tables(items, answers, bertscore_model)[0]
+
+
+def score_items_and_tables(
+    items: Sequence[EvalItem],
+    answers: Sequence[str],
+    bertscore_model: str | Path | None = None,
+) -> tuple[dict[str, dict[str, Any]], dict[str, ItemTable]]:
+    """:func:`score_items` and, per family, the per-item scores its metrics are sums of
+    (:class:`~hwsi_model.evaluation.statistics.ItemTable`, rows in the family's item order of
+    :func:`by_family`), for intervals over slides."""
     if len(items) != len(answers):
         raise ValueError(f"{len(items)} items but {len(answers)} answers")
     out: dict[str, dict[str, Any]] = {}
+    tables: dict[str, ItemTable] = {}
     for fam, idx in by_family(items).items():
         its = [items[i] for i in idx]
         ans = [answers[i] or "" for i in idx]
+        slides = [e.item.slide_id for e in its]
         if fam in CLOSED_FAMILIES:
             parsed = [e.parse(a) for e, a in zip(its, ans, strict=True)]
             targets = [e.target for e in its]
@@ -340,9 +354,14 @@ def score_items(
                 "per_task": acc["per_task"],
                 "confusion": metrics.confusion_matrix(parsed, targets, labels),
             }
+            correct = [p is not None and p == t for p, t in zip(parsed, targets, strict=True)]
+            tables[fam] = closed_table(slides, correct)
         else:
             empty = sum(not a.strip() for a in ans)
-            m = metrics.open_text_metrics(ans, [e.item.answer for e in its], bertscore_model)
-            n = m.pop("n")
-            out[fam] = {"metrics": m, "n": n, "unparsed": empty, "chance": None}
-    return out
+            means, counts, info = metrics.open_text_item_values(
+                ans, [e.item.answer for e in its], bertscore_model
+            )
+            tables[fam] = open_table(slides, means, counts)
+            m: dict[str, Any] = {**tables[fam].point(), **info}
+            out[fam] = {"metrics": m, "n": len(its), "unparsed": empty, "chance": None}
+    return out, tables

@@ -146,36 +146,74 @@ def _check_pairs(hypotheses: Sequence[str], references: Sequence[str]) -> None:
         raise ValueError("no hypotheses")
 
 
-def bleu(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, float]:
-    """Corpus BLEU-1..4 (cumulative, no smoothing): ``{"bleu1": .., ..., "bleu4": ..}``."""
-    import warnings
+#: Columns of :func:`bleu_counts`: clipped n-gram matches and hypothesis n-grams (n = 1..4),
+#: hypothesis length, reference length.
+BLEU_COUNT_COLUMNS = (
+    *(f"match{n}" for n in range(1, 5)), *(f"total{n}" for n in range(1, 5)), "hyp_len", "ref_len"
+)  # fmt: skip
 
-    from nltk.translate.bleu_score import corpus_bleu
+
+def bleu_counts(hypotheses: Sequence[str], references: Sequence[str]) -> np.ndarray:
+    """Per item, the counts corpus BLEU sums (:data:`BLEU_COUNT_COLUMNS`): ``[N, 10] int64``.
+
+    Corpus BLEU is a function of these counts summed over items (:func:`bleu_from_counts`),
+    which is what lets a bootstrap over slides resample it without re-scoring text.
+    """
+    from nltk.translate.bleu_score import modified_precision
 
     _check_pairs(hypotheses, references)
-    refs = [[tokenize(r)] for r in references]
-    hyps = [tokenize(h) for h in hypotheses]
-    with warnings.catch_warnings():  # "n-gram overlaps is 0" warns; the score is then 0
-        warnings.simplefilter("ignore")
-        scores = corpus_bleu(refs, hyps, weights=list(BLEU_WEIGHTS))
-    # NLTK returns a tiny positive number (about 1e-78) instead of 0 when no n-gram matches.
-    return {f"bleu{n + 1}": float(s) if s > 1e-50 else 0.0 for n, s in enumerate(scores)}
+    out = np.zeros((len(hypotheses), len(BLEU_COUNT_COLUMNS)), dtype=np.int64)
+    for i, (h, r) in enumerate(zip(hypotheses, references, strict=True)):
+        hyp, ref = tokenize(h), tokenize(r)
+        for n in range(1, 5):
+            p = modified_precision([ref], hyp, n)  # Fraction(_normalize=False): raw counts
+            out[i, n - 1], out[i, 3 + n] = p.numerator, p.denominator
+        out[i, 8], out[i, 9] = len(hyp), len(ref)
+    return out
 
 
-def rouge_l(hypotheses: Sequence[str], references: Sequence[str]) -> float:
-    """Mean ROUGE-L F-measure (``rouge-score``, Porter stemmer)."""
+def bleu_from_counts(counts: np.ndarray) -> dict[str, np.ndarray]:
+    """Cumulative BLEU-1..4 from summed :func:`bleu_counts` (``[..., 10]`` -> ``[...]`` each),
+    as ``nltk``'s ``corpus_bleu`` computes them without smoothing: one brevity penalty, and a
+    BLEU-n whose matches of some order <= n are zero is 0."""
+    c = np.asarray(counts, dtype=np.float64)
+    match, total = c[..., 0:4], np.maximum(c[..., 4:8], 1.0)
+    hyp_len, ref_len = c[..., 8], c[..., 9]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        bp = np.where(hyp_len > ref_len, 1.0, np.exp(1.0 - ref_len / np.maximum(hyp_len, 1.0)))
+        bp = np.where(hyp_len == 0, 0.0, bp)
+        logp = np.log(np.where(match > 0, match / total, 1.0))
+    out = {}
+    for n in range(1, 5):
+        zero = (match[..., :n] == 0).any(axis=-1)
+        out[f"bleu{n}"] = np.where(zero, 0.0, bp * np.exp(logp[..., :n].mean(axis=-1)))
+    return out
+
+
+def bleu(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+    """Corpus BLEU-1..4 (cumulative, no smoothing): ``{"bleu1": .., ..., "bleu4": ..}``."""
+    summed = bleu_counts(hypotheses, references).sum(axis=0)
+    return {k: float(v) for k, v in bleu_from_counts(summed).items()}
+
+
+def rouge_l_items(hypotheses: Sequence[str], references: Sequence[str]) -> np.ndarray:
+    """ROUGE-L F-measure of each item (``rouge-score``, Porter stemmer): ``[N] float64``."""
     from rouge_score import rouge_scorer
 
     _check_pairs(hypotheses, references)
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    return float(
-        np.mean(
-            [
-                scorer.score(r, h)["rougeL"].fmeasure
-                for h, r in zip(hypotheses, references, strict=True)
-            ]
-        )
+    return np.array(
+        [
+            scorer.score(r, h)["rougeL"].fmeasure
+            for h, r in zip(hypotheses, references, strict=True)
+        ],
+        dtype=np.float64,
     )
+
+
+def rouge_l(hypotheses: Sequence[str], references: Sequence[str]) -> float:
+    """Mean ROUGE-L F-measure (``rouge-score``, Porter stemmer)."""
+    return float(rouge_l_items(hypotheses, references).mean())
 
 
 class _NoSynonyms:
@@ -198,10 +236,10 @@ def _wordnet() -> tuple[Any, bool]:
         return _NoSynonyms(), False
 
 
-def meteor(
+def meteor_items(
     hypotheses: Sequence[str], references: Sequence[str], synonyms: bool | None = None
-) -> tuple[float, bool]:
-    """Mean METEOR over items and whether WordNet synonyms were used.
+) -> tuple[np.ndarray, bool]:
+    """METEOR of each item (``[N] float64``) and whether WordNet synonyms were used.
 
     ``synonyms=None`` uses WordNet where it is installed; ``False`` forces exact + stem only.
     """
@@ -217,18 +255,27 @@ def meteor(
         meteor_score([tokenize(r)], tokenize(h), wordnet=wordnet)
         for h, r in zip(hypotheses, references, strict=True)
     ]
-    return float(np.mean(scores)), bool(use)
+    return np.array(scores, dtype=np.float64), bool(use)
 
 
-def bertscore(
+def meteor(
+    hypotheses: Sequence[str], references: Sequence[str], synonyms: bool | None = None
+) -> tuple[float, bool]:
+    """Mean METEOR over items and whether WordNet synonyms were used (:func:`meteor_items`)."""
+    scores, used = meteor_items(hypotheses, references, synonyms)
+    return float(scores.mean()), used
+
+
+def bertscore_items(
     hypotheses: Sequence[str],
     references: Sequence[str],
     model_path: str | Path,
     num_layers: int | None = None,
     batch_size: int = 32,
     device: str | None = None,
-) -> dict[str, Any]:
-    """Mean BERTScore P/R/F1 with the local model folder ``model_path`` (never downloads).
+) -> tuple[dict[str, np.ndarray], int]:
+    """BERTScore P/R/F1 of each item (``bertscore_p``/``_r``/``_f1``: ``[N] float64``) with
+    the local model folder ``model_path`` (never downloads), and the layer compared.
 
     ``num_layers``: the hidden layer whose states are compared (default: the model's last).
     """
@@ -254,13 +301,43 @@ def bertscore(
         lang=None,
         verbose=False,
     )
-    return {
-        "bertscore_p": float(p.mean()),
-        "bertscore_r": float(r.mean()),
-        "bertscore_f1": float(f.mean()),
-        "bertscore_model": path.name,
-        "bertscore_layer": num_layers,
-    }
+    values = {"bertscore_p": p, "bertscore_r": r, "bertscore_f1": f}
+    return {k: v.double().numpy() for k, v in values.items()}, num_layers
+
+
+def bertscore(
+    hypotheses: Sequence[str],
+    references: Sequence[str],
+    model_path: str | Path,
+    num_layers: int | None = None,
+    batch_size: int = 32,
+    device: str | None = None,
+) -> dict[str, Any]:
+    """Mean BERTScore P/R/F1 (:func:`bertscore_items`), with the model's name and layer."""
+    values, layer = bertscore_items(
+        hypotheses, references, model_path, num_layers, batch_size, device
+    )
+    out: dict[str, Any] = {k: float(v.mean()) for k, v in values.items()}
+    return {**out, "bertscore_model": Path(model_path).name, "bertscore_layer": layer}
+
+
+def open_text_item_values(
+    hypotheses: Sequence[str],
+    references: Sequence[str],
+    bertscore_model: str | Path | None = None,
+) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, Any]]:
+    """What the open-text metrics are made of, per item: ``(means, bleu, info)`` with
+    ``means`` = metric -> ``[N]`` values whose mean is the metric (``rouge_l``, ``meteor``,
+    ``bertscore_*``), ``bleu`` = :func:`bleu_counts` ``[N, 10]``, and ``info`` =
+    ``meteor_synonyms`` (+ ``bertscore_model``, ``bertscore_layer``)."""
+    means = {"rouge_l": rouge_l_items(hypotheses, references)}
+    means["meteor"], synonyms = meteor_items(hypotheses, references)
+    info: dict[str, Any] = {"meteor_synonyms": synonyms}
+    if bertscore_model is not None:
+        values, layer = bertscore_items(hypotheses, references, bertscore_model)
+        means.update(values)
+        info.update(bertscore_model=Path(bertscore_model).name, bertscore_layer=layer)
+    return means, bleu_counts(hypotheses, references), info
 
 
 def open_text_metrics(
@@ -272,11 +349,10 @@ def open_text_metrics(
 
     Returns ``{"bleu1".."bleu4", "rouge_l", "meteor", "meteor_synonyms", "n"[, "bertscore_*"]}``.
     """
-    out: dict[str, Any] = {**bleu(hypotheses, references)}
-    out["rouge_l"] = rouge_l(hypotheses, references)
-    out["meteor"], out["meteor_synonyms"] = meteor(hypotheses, references)
-    if bertscore_model is not None:
-        out.update(bertscore(hypotheses, references, bertscore_model))
+    means, counts, info = open_text_item_values(hypotheses, references, bertscore_model)
+    out: dict[str, Any] = {k: float(v) for k, v in bleu_from_counts(counts.sum(axis=0)).items()}
+    out.update({k: float(v.mean()) for k, v in means.items()})
+    out.update(info)
     out["n"] = len(hypotheses)
     return out
 
