@@ -32,6 +32,8 @@ demo: $(VENV)/.installed demo/cohort/samples.csv
 	PATH="$(BIN):$$PATH" $(BIN)/snakemake --cores $(CORES) --configfile config.yaml
 	@echo "held-out evaluation of the demo (demo/results/evaluation/report.html):"
 	@$(BIN)/hwsi metrics demo/results/evaluation/metrics.json
+	@echo "[lo, hi]: 95% bootstrap intervals over test slides. The demo is a smoke run of the"
+	@echo "pipeline on a few synthetic slides: its figures are not evidence that the model learns."
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

@@ -281,6 +281,11 @@ def evaluation_inputs(wildcards):
         "stage1": OUT.stage_path(1, "model"),
         "model": OUT.stage_path(3, "model"),
         "test": EVAL["test"],
+        "train": (
+            require(config, "training.instructions")
+            if EVAL["majority_baseline"]
+            else []
+        ),
         "curves": [OUT.stage_path(n, "loss.png") for n in (1, 2, 3)],
     }
     for b in TRAIN["baselines"]:

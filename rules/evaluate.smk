@@ -25,5 +25,7 @@ rule evaluate:
         evidence_slides=EVAL["evidence_slides"],
         class_prompts=EVAL["class_prompts"],
         bertscore_model=EVAL["bertscore_model"],
+        task_groups=EVAL["task_groups"],
+        bootstrap_resamples=EVAL["bootstrap_resamples"],
     script:
         "../workflow_scripts/evaluate.py"

@@ -11,6 +11,7 @@ from hwsi_model.evaluation.pipeline import (
     summary_lines,
 )
 from hwsi_model.evaluation.runner import EvalConfig
+from hwsi_model.evaluation.statistics import StatsSettings
 from hwsi_model.logs import run_reporting_errors
 
 
@@ -34,9 +35,12 @@ def main(smk) -> int:
             split=p.split,
             fmt=p.format,
             failures=smk.input.failures,
+            train_files=list(smk.input.train),
+            task_groups=p.task_groups,
         )
         report = ReportSettings(evidence_slides=p.evidence_slides)
-        doc = run_evaluation(inputs, smk.output[0], cfg, report)
+        stats = StatsSettings(n_resamples=p.bootstrap_resamples)
+        doc = run_evaluation(inputs, smk.output[0], cfg, report, stats)
         for line in summary_lines(doc):
             logging.getLogger("evaluate").info("%s", line)
 

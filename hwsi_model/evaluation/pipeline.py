@@ -1,9 +1,11 @@
 """One evaluation run: the method and its baselines on a test split, with everything a reader
 needs to trust the numbers. Output folder::
 
-    metrics.json              per family: metrics, n, unparsed, chance, baselines' values;
-                              retrieval, zero-shot, evidence overlap, provenance (model folders,
-                              caches) and the run's settings
+    metrics.json              per family: metrics with 95 % intervals over slides, n,
+                              unparsed, chance, baselines' values, paired comparisons; per
+                              task group; fact scores of open answers (``facts``, when the
+                              reports carry ground-truth facts); retrieval, zero-shot, evidence
+                              overlap, provenance (model folders, caches), the run's settings
     report.html               the cohort report (tables, confusion matrices, examples, curves)
     predictions/<model>.jsonl one row per test item and model
     slides/<slide>.html       per slide: questions, answers, references, evidence pictures
@@ -35,11 +37,17 @@ from tqdm.auto import tqdm
 from hwsi_model import provenance
 from hwsi_model.atomic import atomic_output
 from hwsi_model.data.manifest import read_manifest
+from hwsi_model.data.text_records import read_reports
+from hwsi_model.evaluation.facts import fact_results, slide_truth
+from hwsi_model.evaluation.families import EvalItem, by_family
 from hwsi_model.evaluation.runner import EvalConfig, alignment_metrics, evaluate_models
+from hwsi_model.evaluation.statistics import StatsSettings, bootstrap_interval, compare_models
+from hwsi_model.evaluation.task_groups import check_task_groups, task_group
 
 log = logging.getLogger(__name__)
 
 METHOD = "hierarchical"
+MAJORITY = "majority"
 
 
 def _evidence_pages(
@@ -121,7 +129,10 @@ class EvaluationInputs:
     ``class_prompts``: label -> prompts); ``annotations``: an index CSV of region masks
     (:mod:`hwsi_model.data.annotations`) to measure the evidence maps against; ``curves``:
     name -> training-curve PNG for the report; ``split``/``fmt``: the manifest split of the test
-    slides and the test files' format.
+    slides and the test files' format; ``train_files``: the training instruction files, whose
+    ``train_split`` items give the majority-answer baseline (:mod:`~hwsi_model.evaluation.
+    majority`; none without them); ``task_groups``: group -> keywords replacing
+    :data:`~hwsi_model.evaluation.task_groups.DEFAULT_TASK_GROUPS`.
     """
 
     model_dir: str | Path
@@ -136,6 +147,9 @@ class EvaluationInputs:
     split: str = "test"
     fmt: str = "auto"
     failures: str | Path | None = None  # failures.tsv: slides excluded before training
+    train_files: Sequence[str | Path] = ()
+    train_split: str = "train"
+    task_groups: Mapping[str, Sequence[str]] | None = None
 
 
 @dataclass(frozen=True)
@@ -190,25 +204,54 @@ def run_evaluation(
     out_dir: str | Path,
     cfg: EvalConfig | None = None,
     report: ReportSettings | None = None,
+    stats: StatsSettings | None = None,
 ) -> dict[str, Any]:
     """Evaluate the method and its baselines and write the run folder (module doc)
-    atomically; returns the ``metrics.json`` document."""
+    atomically; returns the ``metrics.json`` document. Every metric gets a bootstrap interval
+    over slides and the method a paired comparison with each baseline (``stats``)."""
     from hwsi_model.evaluation.report_html import metrics_document, write_metrics_json
 
     cfg, report = cfg or EvalConfig(), report or ReportSettings()
     models = {METHOD: Path(inputs.model_dir), **{k: Path(v) for k, v in inputs.baselines.items()}}
     split = inputs.split
     rows = {r.slide_id: r for r in read_manifest(inputs.manifest, splits=[split])}
+    answerers = {}
+    if inputs.train_files:
+        from hwsi_model.evaluation.majority import majority_from_files
+
+        majority = majority_from_files(
+            inputs.train_files, inputs.manifest, inputs.train_split, inputs.fmt
+        )
+        answerers[MAJORITY] = majority.answer_all
+    stats = stats or StatsSettings()
     with atomic_output(out_dir) as tmp:
         run = evaluate_models(
-            models, inputs.manifest, inputs.test_files, tmp, split, inputs.fmt, cfg
+            models, inputs.manifest, inputs.test_files, tmp, split, inputs.fmt, cfg, answerers
         )
-        results = [{"name": n, "families": run["families"][n]} for n in models]
+        if answerers:  # no majority figure for a family training had no item of
+            for key in ("families", "tables"):
+                run[key][MAJORITY] = {
+                    f: v for f, v in run[key][MAJORITY].items() if f in majority.families
+                }
+        names = [*models, *answerers]
+        results = [{"name": n, "families": run["families"][n]} for n in names]
+        add_statistics(results, run["tables"], stats)
         extra: dict[str, Any] = {"split": split, "test_files": [str(f) for f in inputs.test_files]}
         extra["excluded_slides"] = failures_table_rows(inputs.failures)
         extra["left_out"] = run["left_out"]
+        extra["statistics"] = stats.describe()
         align, tables = _alignment_tables(inputs)
         extra.update(align)
+        tables.update(paired_table(results))
+        truths = _fact_truths(inputs.reports, set(rows))
+        if truths:
+            facts = fact_results(run["items"], run["answers"], truths, METHOD, stats,
+                                 {n: set(run["families"][n]) for n in names})  # fmt: skip
+            extra["facts"] = facts
+            tables.update(fact_tables(facts, names))
+        groups = task_group_results(run["items"], run["tables"], inputs.task_groups, stats)
+        extra["task_groups"] = groups
+        tables.update(task_group_table(groups, names))
         records = [e.record(a) for e, a in zip(run["items"], run["answers"][METHOD], strict=True)]
         by_slide: dict[str, list[dict]] = defaultdict(list)
         for r in records:
@@ -233,6 +276,143 @@ def run_evaluation(
     doc = metrics_document(results, extra)
     log.info("evaluation written to %s", out_dir)
     return doc
+
+
+def _fact_truths(reports: str | Path | None, slides: set[str]) -> dict[str, dict[str, Any]]:
+    """Ground-truth facts of the test slides whose report record carries them."""
+    if reports is None:
+        return {}
+    out = {}
+    for r in read_reports(reports):
+        if r.slide_id in slides and r.facts:
+            truth = slide_truth(r.facts, r.label)
+            if truth:
+                out[r.slide_id] = truth
+    return out
+
+
+_FACT_HEADLINE = ("fact_accuracy", "fact_recall", "contradiction_rate")
+
+
+def fact_tables(facts: Mapping[str, dict], names: Sequence[str]) -> dict[str, dict]:
+    """The report's tables of :func:`~hwsi_model.evaluation.facts.fact_results`: per family
+    the headline metrics, each scale's and each fact's, value [interval] per model, and the
+    paired differences of the headline metrics."""
+    rows: dict[str, dict] = {}
+    paired: dict[str, dict] = {}
+    for fam, e in facts.items():
+        for metric in e["models"][names[0]]["metrics"]:
+            row: dict[str, Any] = {"n": e["n"]}
+            for name in names:
+                m = e["models"].get(name)
+                v = m["metrics"].get(metric) if m else None
+                row[name] = (
+                    "-" if v is None else f"{v:.3f} {_interval_text(m['intervals'][metric])}"
+                )
+            rows[f"{fam} / {metric}"] = row
+        for base, per in e["paired"].items():
+            for metric in _FACT_HEADLINE:
+                c = per.get(metric)
+                if c is not None:
+                    paired[f"{fam} / {metric} / {names[0]} - {base}"] = {
+                        "difference": c["difference"],
+                        "95% interval": _interval_text(c["interval"]),
+                        "p (paired, slides)": c["p_value"],
+                        "slides": c["n_slides"],
+                    }
+    out = {"Facts stated in open answers, checked against the slide's ground truth "
+           "(hwsi_model/evaluation/facts.py; 95% intervals over slides)": rows}  # fmt: skip
+    if paired:
+        out[f"Fact scores, paired differences ({names[0]} minus each baseline)"] = paired
+    return out
+
+
+def add_statistics(
+    results: Sequence[dict[str, Any]],
+    tables: Mapping[str, Mapping[str, Any]],
+    stats: StatsSettings | None = None,
+) -> None:
+    """Per family, ``intervals`` ({metric: [lo, hi] | None}) into every model's result and
+    ``paired`` ({baseline: {metric: paired comparison}}) and ``n_slides`` into the first
+    (the method's): :func:`~hwsi_model.evaluation.statistics.compare_models`."""
+    method = results[0]["name"]
+    for fam, r in results[0]["families"].items():
+        fam_tables = {
+            x["name"]: tables[x["name"]][fam] for x in results if fam in tables[x["name"]]
+        }
+        cmp = compare_models(fam_tables, method, stats)
+        for x in results:
+            if fam in x["families"]:
+                x["families"][fam]["intervals"] = cmp["intervals"][x["name"]]
+        r["paired"] = cmp["paired"]
+        r["n_slides"] = cmp["n_slides"]
+
+
+def _interval_text(iv: Sequence[float] | None) -> str:
+    return f"[{iv[0]:.3f}, {iv[1]:.3f}]" if iv else "-"
+
+
+def paired_table(results: Sequence[Mapping[str, Any]]) -> dict[str, dict]:
+    """The report's table of paired differences (method minus each baseline)."""
+    method = results[0]["name"]
+    rows: dict[str, dict] = {}
+    for fam, r in results[0]["families"].items():
+        for base, per_metric in r.get("paired", {}).items():
+            for metric, c in per_metric.items():
+                rows[f"{fam} / {metric} / {method} - {base}"] = {
+                    "difference": c["difference"],
+                    "95% interval": _interval_text(c["interval"]),
+                    "p (paired, slides)": c["p_value"],
+                    "slides": c["n_slides"],
+                }
+    if not rows:
+        return {}
+    return {f"Paired differences, {method} minus each baseline (bootstrap and permutation "
+            "test over slides)": rows}  # fmt: skip
+
+
+def task_group_results(
+    items: Sequence[EvalItem],
+    tables: Mapping[str, Mapping[str, Any]],
+    groups: Mapping[str, Sequence[str]] | None = None,
+    stats: StatsSettings | None = None,
+) -> dict[str, dict]:
+    """Metrics per task group (:mod:`hwsi_model.evaluation.task_groups`), family and model:
+    ``{group: {family: {"n": items, "models": {model: {"metrics": {...}, "intervals":
+    {...}}}}}}``; each family's table rows follow :func:`by_family` (as in
+    :func:`~hwsi_model.evaluation.families.score_items_and_tables`)."""
+    groups = check_task_groups(groups) if groups is not None else None
+    out: dict[str, dict] = {}
+    for fam, idx in by_family(items).items():
+        of = [task_group(items[i].item.task, groups) for i in idx]
+        for g in sorted(set(of)):
+            rows = [j for j, x in enumerate(of) if x == g]
+            entry = out.setdefault(g, {}).setdefault(fam, {"n": len(rows), "models": {}})
+            for name, fam_tables in tables.items():
+                if fam not in fam_tables:
+                    continue
+                t = fam_tables[fam].subset(rows)
+                entry["models"][name] = {
+                    "metrics": t.point(),
+                    "intervals": {m: bootstrap_interval(t, m, stats) for m in t.metrics},
+                }
+    return dict(sorted(out.items()))
+
+
+def task_group_table(groups: Mapping[str, dict], names: Sequence[str]) -> dict[str, dict]:
+    """The report's table of :func:`task_group_results`: value [interval] per model."""
+    rows: dict[str, dict] = {}
+    for g, fams in groups.items():
+        for fam, e in fams.items():
+            for metric in e["models"][names[0]]["metrics"]:
+                row: dict[str, Any] = {"n": e["n"]}
+                for name in names:
+                    m = e["models"].get(name)
+                    if m is not None:
+                        v = m["metrics"][metric]
+                        row[name] = f"{v:.3f} {_interval_text(m['intervals'][metric])}"
+                rows[f"{g} / {fam} / {metric}"] = row
+    return {"Results by task group (WSI-Bench capabilities; 95% intervals over slides)": rows}
 
 
 def _write_pages(
@@ -281,19 +461,35 @@ def failures_table_rows(failures_tsv: str | Path | None) -> list[dict[str, str]]
     return [{k: r.get(k, "") for k in keys} for r in read_failures_table(failures_tsv)]
 
 
+def _values_text(r: Mapping[str, Any]) -> str:
+    iv = r.get("intervals") or {}
+    return ", ".join(
+        f"{k} {v:.3f}" + (f" {_interval_text(iv[k])}" if iv.get(k) else "")
+        for k, v in r["metrics"].items()
+        if isinstance(v, float)
+    )
+
+
 def summary_lines(doc: Mapping[str, Any]) -> list[str]:
+    """One line per family: n, slides, chance, every model's values with 95 % intervals; one
+    per open family with fact scores (accuracy, recall, contradiction rate)."""
     lines = []
     for fam, r in doc["families"].items():
-        main = ", ".join(f"{k} {v:.3f}" for k, v in r["metrics"].items() if isinstance(v, float))
-        base = "; ".join(
-            f"{b}: " + ", ".join(
-                f"{k} {v:.3f}" for k, v in br["metrics"].items() if isinstance(v, float)
-            )
-            for b, br in r.get("baselines", {}).items()
-        )  # fmt: skip
+        base = "; ".join(f"{b}: {_values_text(br)}" for b, br in r.get("baselines", {}).items())
         chance = f", chance {r['chance']:.3f}" if r.get("chance") is not None else ""
+        slides = f", {r['n_slides']} slides" if r.get("n_slides") else ""
         base = f" | {base}" if base else ""
-        lines.append(f"{fam} (n={r['n']}, unparsed {r['unparsed']}{chance}): {main}{base}")
+        lines.append(
+            f"{fam} (n={r['n']}{slides}, unparsed {r['unparsed']}{chance}): {_values_text(r)}{base}"
+        )
+    for fam, e in (doc.get("facts") or {}).items():
+        per_model = []
+        for name, m in e["models"].items():
+            shown = {k: m["metrics"][k] for k in _FACT_HEADLINE if m["metrics"].get(k) is not None}
+            per_model.append(f"{name}: " + _values_text({"metrics": shown, **m}))
+        lines.append(
+            f"facts in {fam} (n={e['n']}, {e['n_slides']} slides): " + "; ".join(per_model)
+        )
     return lines
 
 
@@ -318,6 +514,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--annotations", help="annotation index CSV: measure the evidence against the regions"
     )
     p.add_argument("--curve", action="append", default=[], metavar="NAME=PNG")
+    p.add_argument("--train", nargs="*", default=[], help="training instruction files: the "
+                   "majority-answer baseline from their training-split items")  # fmt: skip
+    p.add_argument("--train-split", default="train")
     p.add_argument("--out", required=True)
     p.add_argument("--log")
     a = p.parse_args(argv)
@@ -327,7 +526,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stage1_dir=a.stage1, reports=a.reports,
         class_prompts=json.loads(a.class_prompts) if a.class_prompts else None,
         annotations=a.annotations, curves=dict(c.split("=", 1) for c in a.curve),
-        split=a.split, fmt=a.format,
+        split=a.split, fmt=a.format, train_files=a.train, train_split=a.train_split,
     )  # fmt: skip
     cfg = EvalConfig(batch_size=a.batch_size, num_beams=a.beams, bertscore_model=a.bertscore_model)
     doc = run_evaluation(inputs, a.out, cfg, ReportSettings(evidence_slides=a.evidence_slides))

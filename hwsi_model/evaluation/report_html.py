@@ -10,11 +10,21 @@ is the one evaluated; the others (e.g. ``flat``, ``text_only``) are its baseline
       {"schema": "hwsi.eval_metrics", "schema_version": 1, "model": "hierarchical",
        "families": {"multiple_choice": {"metrics": {"accuracy": 0.62}, "n": 24, "unparsed": 1,
                                         "chance": 0.417,
-                                        "baselines": {"flat": {"metrics": {...}, "unparsed": 0},
-                                                      "text_only": {...}},
+                                        "intervals": {"accuracy": [0.45, 0.78]},
+                                        "n_slides": 6,
+                                        "baselines": {"flat": {"metrics": {...}, "unparsed": 0,
+                                                               "intervals": {...}},
+                                                      "majority": {...}},
+                                        "paired": {"flat": {"accuracy": {"difference": 0.08,
+                                                   "interval": [-0.1, 0.25], "p_value": 0.41,
+                                                   "n_slides": 6}}, ...},
                                         "per_task": {...}, "confusion": {...}},
                     "open_question": {..., "chance": null, "baselines": {...}}},
        ...extra}
+
+  ``intervals``, ``paired`` and ``n_slides`` are there when the run computed them
+  (:func:`hwsi_model.evaluation.pipeline.add_statistics`); an interval is ``null`` with fewer
+  than two test slides.
 
 - :func:`render_slide_page`: one page per slide: each question with the answer, the reference,
   whether it was right (closed items), and its pictures; slide-level pictures on top.
@@ -99,12 +109,15 @@ split were left out.{% endif %}</p>
 {% elif left_out and left_out["items"] %}<p class="muted">{{ left_out["items"] }} test item(s) of
 slides outside the split were left out.</p>{% endif %}
 <h2>Metrics per task family</h2>
+<p class="muted">Brackets: 95% intervals by bootstrap over slides (the items of one slide are
+not independent). With few test slides they are wide: read them before the point values.</p>
 <table><tr><th class="l">family</th><th class="l">metric</th><th>n</th><th>chance</th>
 {% for m in models %}<th>{{ m }}</th>{% endfor %}</tr>
 {% for row in rows %}<tr><td class="l">{{ row.family }}</td><td class="l">{{ row.metric }}</td>
 <td>{{ row.n }}</td><td>{{ row.chance }}</td>
 {% for cell in row.cells %}<td>
 {% if cell.best %}<b>{{ cell.value }}</b>{% else %}{{ cell.value }}{% endif %}
+{% if cell.interval %}<span class="muted"> {{ cell.interval }}</span>{% endif %}
 {% if cell.unparsed is not none %}<span class="muted"> ({{ cell.unparsed }} unparsed)</span>
 {% endif %}</td>
 {% endfor %}</tr>{% endfor %}</table>
@@ -209,9 +222,11 @@ def metrics_document(
                 "unparsed": br["unparsed"],
                 "n": br["n"],
             }
+            if "intervals" in br:
+                entry["baselines"][b["name"]]["intervals"] = br["intervals"]
         if entry["chance"] is None and not entry["baselines"]:
             log.warning("%s: neither a chance level nor a baseline to read it against", fam)
-        for key in ("per_task", "confusion"):
+        for key in ("intervals", "n_slides", "paired", "per_task", "confusion"):
             if key in r:
                 entry[key] = r[key]
         families[fam] = entry
@@ -293,6 +308,10 @@ def render_slide_page(
     return _write(page, html)
 
 
+def _interval(iv: Sequence[float] | None) -> str | None:
+    return f"[{iv[0]:.3f}, {iv[1]:.3f}]" if iv else None
+
+
 def _metric_rows(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     primary = results[0]
     fams = list(primary["families"])
@@ -317,6 +336,7 @@ def _metric_rows(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             cells = [
                 {
                     "value": _fmt(v),
+                    "interval": _interval(r["families"].get(fam, {}).get("intervals", {}).get(k)),
                     "best": best is not None and v == best,
                     "unparsed": (
                         r["families"].get(fam, {}).get("unparsed")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from hwsi_model.data.pairs import PairDataset, SlideStore, collate_examples
 from hwsi_model.data.text_records import read_reports
 from hwsi_model.errors import HwsiError
 from hwsi_model.evaluation import metrics
-from hwsi_model.evaluation.families import EvalItem, read_test_set, score_items
+from hwsi_model.evaluation.families import EvalItem, read_test_set, score_items_and_tables
 from hwsi_model.model.batch import collate_slides
 from hwsi_model.model.checkpoint import load_model_folder
 from hwsi_model.model.mllm import HWSIModel
@@ -174,13 +174,18 @@ def evaluate_models(
     split: str = "test",
     fmt: str = "auto",
     cfg: EvalConfig | None = None,
+    answerers: Mapping[str, Callable[[Sequence[EvalItem]], list[str]]] | None = None,
 ) -> dict[str, Any]:
-    """Answer and score the test items with every model (name -> model folder).
+    """Answer and score the test items with every model (name -> model folder) and every
+    model-free ``answerers`` entry (name -> function of the items, e.g. the majority baseline
+    of :mod:`hwsi_model.evaluation.majority`), in that order.
 
     Writes ``predictions/<name>.jsonl`` (one row per item: question, reference, answer, parsed
     value, correct) under ``out_dir``; returns ``{"items": [...], "answers": {name: [...]},
-    "families": {name: score_items(...)}, "left_out": {"items": n, "slides": [...]}}`` (the
-    test items whose slide is not in the manifest split, e.g. excluded after a failure).
+    "families": {name: score_items(...)}, "tables": {name: {family: ItemTable}}, "left_out":
+    {"items": n, "slides": [...]}}`` (``tables``: the per-item scores for intervals over slides,
+    :mod:`hwsi_model.evaluation.statistics`; ``left_out``: the test items whose slide is not in
+    the manifest split, e.g. excluded after a failure).
     """
     cfg = cfg or EvalConfig()
     out = Path(out_dir)
@@ -201,15 +206,23 @@ def evaluate_models(
         )
     answers: dict[str, list[str]] = {}
     families: dict[str, dict] = {}
+    tables: dict[str, dict] = {}
+
+    def score(name: str, given: list[str]) -> None:
+        answers[name] = given
+        families[name], tables[name] = score_items_and_tables(items, given, cfg.bertscore_model)
+        with open(out / "predictions" / f"{name}.jsonl", "w") as f:
+            for e, a in zip(items, given, strict=True):
+                f.write(json.dumps(e.record(a)) + "\n")
+
     for name, model_dir in models.items():
         log.info("evaluating %s (%s) on %d items", name, model_dir, len(items))
         model = load_model_folder(model_dir)
-        answers[name] = answer_items(model, store, items, cfg)
-        families[name] = score_items(items, answers[name], cfg.bertscore_model)
-        with open(out / "predictions" / f"{name}.jsonl", "w") as f:
-            for e, a in zip(items, answers[name], strict=True):
-                f.write(json.dumps(e.record(a)) + "\n")
+        score(name, answer_items(model, store, items, cfg))
         del model
+    for name, answer_all in (answerers or {}).items():
+        log.info("evaluating %s (no model) on %d items", name, len(items))
+        score(name, list(answer_all(items)))
     left_out = sorted({e.item.slide_id for e in dropped})
-    return {"items": items, "answers": answers, "families": families,
+    return {"items": items, "answers": answers, "families": families, "tables": tables,
             "left_out": {"items": len(dropped), "slides": left_out}}  # fmt: skip
