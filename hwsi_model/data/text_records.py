@@ -52,6 +52,7 @@ class ReportRecord:
     slide_id: str
     report: str
     label: str | None = None
+    facts: dict | None = None  # ground-truth facts (hwsi_model.evaluation.facts), if known
 
 
 @dataclass
@@ -163,7 +164,8 @@ def read_reports(path: str | Path) -> list[ReportRecord]:
     for r in rows:
         sid = _first(r, ("slide_id", "slide", "id", "Slide"), "slide id", path)
         text = _first(r, ("report", "text", "caption", "Caption"), "report text", path)
-        out.append(ReportRecord(slide_id=sid, report=" ".join(text.split()), label=r.get("label")))
+        facts = r.get("facts") if isinstance(r.get("facts"), dict) else None
+        out.append(ReportRecord(sid, " ".join(text.split()), r.get("label"), facts))
     return out
 
 

@@ -17,7 +17,9 @@ and test here resamples or permutes **slides**, never items.
   swapped between the models (a sign flip per slide); two-sided; exact (all 2^k swaps) when
   that is no more than ``n_permutations``.
 
-With fewer than two slides there is no interval (``None``).
+With fewer than two slides there is no interval (``None``), nor where a metric is a ratio
+whose denominator some drawn slides leave at zero (e.g. fact accuracy when few texts state a
+fact).
 """
 
 from __future__ import annotations
@@ -60,13 +62,16 @@ class ItemTable:
     """One model's per-item scores on a set of items.
 
     ``slide_ids``: ``[N]``; ``values``: ``[N, C] float64`` with column names ``columns``
-    (always including ``n``, 1 per item); ``metrics``: the metric names it yields.
+    (always including ``n``, 1 per item); ``metrics``: the metric names it yields;
+    ``ratios``: metric -> (numerator, denominator) columns, for metrics that are not a column
+    over ``n`` (e.g. fact accuracy: correct over stated facts). A ratio over nothing is NaN.
     """
 
     slide_ids: tuple[str, ...]
     columns: tuple[str, ...]
     values: np.ndarray
     metrics: tuple[str, ...] = field(default=())
+    ratios: Mapping[str, tuple[str, str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.values.shape != (len(self.slide_ids), len(self.columns)):
@@ -81,17 +86,16 @@ class ItemTable:
     def subset(self, rows: Sequence[int] | np.ndarray) -> ItemTable:
         rows = np.asarray(rows, dtype=np.int64)
         ids = tuple(self.slide_ids[i] for i in rows)
-        return ItemTable(ids, self.columns, self.values[rows], self.metrics)
+        return ItemTable(ids, self.columns, self.values[rows], self.metrics, self.ratios)
 
     def metric(self, name: str, summed: np.ndarray) -> np.ndarray:
         """Metric ``name`` of column sums ``[..., C]`` -> ``[...]``."""
         if name in BLEU_METRICS:
             cols = [self.columns.index(c) for c in BLEU_COUNT_COLUMNS]
             return bleu_from_counts(summed[..., cols])[name]
-        col = "correct" if name == "accuracy" else name
-        n = summed[..., self.columns.index("n")]
+        num, den = self.ratios.get(name, ("correct" if name == "accuracy" else name, "n"))
         with np.errstate(invalid="ignore", divide="ignore"):
-            return summed[..., self.columns.index(col)] / n
+            return summed[..., self.columns.index(num)] / summed[..., self.columns.index(den)]
 
     def point(self) -> dict[str, float]:
         """Every metric over all items."""
@@ -151,6 +155,8 @@ def bootstrap_interval(
         confidence_level=st.level, method="percentile", rng=np.random.default_rng(st.seed),
     )  # fmt: skip
     ci = res.confidence_interval
+    if not (np.isfinite(ci.low) and np.isfinite(ci.high)):
+        return None  # some draws had nothing to measure (a ratio over no stated fact)
     return float(ci.low), float(ci.high)
 
 
@@ -180,7 +186,10 @@ def paired_comparison(
         (np.arange(k),), boot_stat, vectorized=True, n_resamples=st.n_resamples,
         confidence_level=st.level, method="percentile", rng=np.random.default_rng(st.seed),
     )  # fmt: skip
-    out["interval"] = [float(res.confidence_interval.low), float(res.confidence_interval.high)]
+    lo, hi = res.confidence_interval.low, res.confidence_interval.high
+    if not (np.isfinite(lo) and np.isfinite(hi) and np.isfinite(diff)):
+        return out  # a ratio over nothing in some draws: no interval, no test
+    out["interval"] = [float(lo), float(hi)]
     both = np.concatenate([sa, sb])  # row j < k: a on slide j; row k + j: b on slide j
 
     def perm_stat(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:

@@ -123,14 +123,22 @@ def test_hwsi_ask_on_a_cache(folders, cohort, capsys) -> None:
 
 
 def test_run_evaluation_writes_the_run_folder(folders, cohort, tmp_path) -> None:
-    from hwsi_model.evaluation.pipeline import EvaluationInputs, run_evaluation
+    from hwsi_model.evaluation.facts import fact_table, score_text, slide_truth
+    from hwsi_model.evaluation.pipeline import EvaluationInputs, run_evaluation, summary_lines
 
     test_file = _wsibench_file(tmp_path / "wsibench_test.json")
     out = tmp_path / "evaluation"
+    # the reports with ground-truth facts for toy_08 (the open question's slide)
+    records = [json.loads(x) for x in cohort["reports"].read_text().splitlines()]
+    truth = {"chromatin": "coarse", "lesion_nucleus_diameter_um_mean": 12.0}
+    for r in records:
+        r["facts"] = truth if r["slide_id"] == "toy_08" else None
+    reports = tmp_path / "reports_with_facts.jsonl"
+    reports.write_text("".join(json.dumps(r) + "\n" for r in records))
     inputs = EvaluationInputs(
         folders["hierarchy"], cohort["manifest"], [test_file],
         baselines={"text_only": folders["text_only"]}, stage1_dir=folders["stage1"],
-        reports=cohort["reports"], split="val",
+        reports=reports, split="val", train_files=[cohort["vqa_train"]],
     )  # fmt: skip
     doc = run_evaluation(
         inputs, out, EvalConfig(batch_size=3, max_new_tokens={"closed": 3, "open": 4})
@@ -138,13 +146,52 @@ def test_run_evaluation_writes_the_run_folder(folders, cohort, tmp_path) -> None
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["model"] == "hierarchical" and saved["split"] == "val"
     mc = saved["families"]["multiple_choice"]
-    assert mc["n"] == 1 and mc["chance"] == 0.5 and "text_only" in mc["baselines"]
+    assert mc["n"] == 1 and mc["chance"] == 0.5
+    assert set(mc["baselines"]) == {"text_only", "majority"}
+    # one slide per family: no interval is drawn from a single slide, and it is said so
+    assert mc["n_slides"] == 1 and mc["intervals"]["accuracy"] is None
+    assert set(mc["paired"]) == {"text_only", "majority"}
+    assert saved["statistics"]["unit"] == "slide"
+    groups = saved["task_groups"]
+    assert sum(f["n"] for g in groups.values() for f in g.values()) == 3
+    # the majority baseline's most frequent training option text is not offered by the test
+    # question: it falls back to the most often correct letter (a three-way tie: the first, A)
+    lines = (out / "predictions" / "majority.jsonl").read_text().splitlines()
+    preds = {p["id"]: p for p in map(json.loads, lines)}
+    assert preds["q1"]["answer"] == "A" and not preds["q1"]["correct"]
+    # fact scores of the open answer, as score_text gives them on the saved prediction
+    facts = saved["facts"]["open_question"]
+    assert facts["n"] == 1 and set(facts["models"]) == {"hierarchical", "text_only"}
+    lines = (out / "predictions" / "hierarchical.jsonl").read_text().splitlines()
+    answer = next(p["answer"] for p in map(json.loads, lines) if p["id"] == "q3")
+    expect = fact_table(
+        ["toy_08"],
+        [
+            score_text(
+                answer,
+                slide_truth(truth, "high_grade"),
+                "Large pleomorphic nuclei with coarse chromatin.",
+            )
+        ],
+    )
+    assert (
+        facts["models"]["hierarchical"]["metrics"]["fact_recall"] == expect.point()["fact_recall"]
+    )
+    # training held multiple-choice items only: no majority figure for the other families
+    assert "majority" not in saved["families"]["true_false"]["baselines"]
+    assert set(saved["families"]["true_false"]["paired"]) == {"text_only"}
     assert saved["retrieval"]["slide_to_report"]["n"] == 3
     assert set(saved["provenance"]["models"]) == {"hierarchical", "text_only"}
     assert set(saved["provenance"]["caches"]) == {"toy_06", "toy_07", "toy_08"}
     assert doc["families"].keys() == saved["families"].keys()
+    lines = summary_lines(doc)  # what `hwsi metrics` and `make demo` print
+    mc_line = next(x for x in lines if x.startswith("multiple_choice (n=1, 1 slides"))
+    assert "text_only: accuracy" in mc_line and "majority: accuracy" in mc_line
+    assert any(x.startswith("facts in open_question (n=1, 1 slides): hierarchical:") for x in lines)
     html = (out / "report.html").read_text()
     assert "hierarchical" in html and "text_only" in html and "slides/toy_06.html" in html
+    assert "Paired differences, hierarchical minus each baseline" in html
+    assert "Results by task group" in html and "Facts stated in open answers" in html
     assert sorted(p.name for p in (out / "slides").glob("*.html")) == [
         "toy_06.html", "toy_07.html", "toy_08.html",
     ]  # fmt: skip
