@@ -196,7 +196,7 @@ def all_outputs():
 
 
 # Training (rules/training.smk): one rule for every run, training/{run}/ with run "stageN"
-# (the method) or "baselines/{flat,none}/stageN".
+# (the method) or "baselines/{flat,flat_cells,none}/stageN".
 TRAIN = config["training"]
 
 
@@ -217,7 +217,8 @@ def train_run(wildcards):
 
 def train_inputs(wildcards):
     """The manifest and the run's text; the previous stage's folder (a baseline: flat stage 2
-    and text-only stage 3 start from the method's stage 1, flat stage 3 from its stage 2);
+    and text-only stage 3 start from the method's stage 1, flat stage 3 from its stage 2; the
+    same for flat_cells);
     the demo LLM when the workflow builds it."""
     stage, baseline = train_run(wildcards)
     inputs = {"manifest": OUT.manifest, "reports": require(config, "training.reports")}
@@ -225,8 +226,8 @@ def train_inputs(wildcards):
         inputs["instructions"] = require(config, "training.instructions")
     if stage > 1 and baseline is None:
         inputs["init"] = OUT.stage_path(stage - 1, "model")
-    elif baseline == "flat" and stage == 3:
-        inputs["init"] = OUT.stage_path(2, "model", "flat")
+    elif baseline in ("flat", "flat_cells") and stage == 3:
+        inputs["init"] = OUT.stage_path(2, "model", baseline)
     elif baseline:
         inputs["init"] = OUT.stage_path(1, "model")
     if (stage == 2 or baseline) and train_llm() != require(config, "training.llm"):
@@ -268,7 +269,7 @@ def train_params(wildcards):
 # Evaluation (rules/evaluate.smk).
 EVAL = config["evaluation"]
 #: Baselines by their name in the report (training.baselines -> model folders).
-BASELINE_NAMES = {"flat": "flat", "none": "text_only"}
+BASELINE_NAMES = {"flat": "flat", "flat_cells": "flat_cells", "none": "text_only"}
 
 
 def evaluation_inputs(wildcards):

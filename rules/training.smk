@@ -40,7 +40,7 @@ rule convert_packaged_llm:
 rule train:
     """One training run: a stage of the method (training/stageN: 1 alignment, 2 V-L projectors
     into the frozen LLM, 3 instruction tuning) or of a baseline for the evaluation
-    (training/baselines/flat/stage2-3, training/baselines/none/stage3), from the previous
+    (training/baselines/{flat,flat_cells}/stage2-3, training/baselines/none/stage3), from the previous
     stage's folder, with the stage's settings (training.stageN) and resources
     (training.resources.stageN)."""
     input:

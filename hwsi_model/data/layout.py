@@ -141,9 +141,10 @@ class OutputLayout:
         return self._p("evaluation")
 
 
-#: The training runs (``training/{run}/``): the method's stages and the baselines' (``flat``:
-#: stages 2-3, ``none``: stage 3), as a regular expression for the workflow's ``{run}`` wildcard.
-TRAINING_RUN = r"stage[123]|baselines/flat/stage[23]|baselines/none/stage3"
+#: The training runs (``training/{run}/``): the method's stages and the baselines' (``flat``,
+#: ``flat_cells``: stages 2-3, ``none``: stage 3), as a regular expression for the workflow's
+#: ``{run}`` wildcard.
+TRAINING_RUN = r"stage[123]|baselines/(?:flat|flat_cells)/stage[23]|baselines/none/stage3"
 
 
 def training_run(stage: int | str, baseline: str | None = None) -> str:

@@ -18,8 +18,8 @@ from hwsi_model.atomic import write_text_atomic
 
 #: The four scales, fine to coarse. Text analogues: word, phrase, sentence, paragraph.
 SCALES: tuple[str, ...] = ("cell", "patch", "region", "wsi")
-#: What the LLM sees of a slide (HWSIConfig.visual_input): the method and the two baselines.
-VISUAL_INPUTS: tuple[str, ...] = ("hierarchy", "flat", "none")
+#: What the LLM sees of a slide (HWSIConfig.visual_input): the method and the baselines.
+VISUAL_INPUTS: tuple[str, ...] = ("hierarchy", "flat", "flat_cells", "none")
 
 
 @dataclass
@@ -170,7 +170,9 @@ class HWSIConfig:
     max_visual_tokens: int = 1024
     #: What the LLM sees of the slide: ``"hierarchy"`` (the method), or a baseline: ``"flat"``
     #: (one token: the mean of all patch embeddings through a projector; no cell or region
-    #: scale) or ``"none"`` (text only: no visual token).
+    #: scale), ``"flat_cells"`` (one token from the mean patch embedding and the mean cell
+    #: embedding, morphometrics included: the flat baseline with the cell features the
+    #: hierarchy sees) or ``"none"`` (text only: no visual token).
     visual_input: str = "hierarchy"
     resampler: ResamplerConfig | None = None
     lora: LoraSettings | None = None

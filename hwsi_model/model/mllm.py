@@ -12,7 +12,10 @@ One :class:`HWSIModel` serves all three stages:
 
 Baselines (``config.visual_input``): ``"flat"`` gives the LLM a single token, the mean of all the
 slide's patch embeddings through :attr:`HWSIModel.flat_projector` (no cell or region scale);
-``"none"`` gives it no visual token (text only). Both train in stages 2-3 like the method.
+``"flat_cells"`` the same token from the mean patch embedding concatenated with the mean cell
+embedding of the selected patches (pooled encoder features + morphometrics), so that "hierarchy
+beats flat" is not "cell features beat none"; ``"none"`` gives it no visual token (text only).
+All train in stages 2-3 like the method.
 
 The LLM and text encoder load from local folders only. Prompt layout and tokenisation are the
 processor's (:mod:`~hwsi_model.model.processor`); the model folder on disk is the checkpoint
@@ -155,8 +158,10 @@ class HWSIModel(nn.Module):
                 }
             )
         self.flat_projector: ScaleProjector | None = None
-        if config.visual_input == "flat" and pc.llm_hidden_size:
-            self.flat_projector = ScaleProjector(config.visual.patch_dim, pc.llm_hidden_size)
+        if config.visual_input in ("flat", "flat_cells") and pc.llm_hidden_size:
+            d_in = config.visual.patch_dim
+            d_in += config.visual.cell_dim if config.visual_input == "flat_cells" else 0
+            self.flat_projector = ScaleProjector(d_in, pc.llm_hidden_size)
         self.llm = llm
         self.text_encoder = text_encoder
         self.processor: HWSIProcessor | None = None
@@ -271,6 +276,11 @@ class HWSIModel(nn.Module):
             raise RuntimeError("the flat baseline needs an LLM (its projector maps into it)")
         m = batch.patch_mask.unsqueeze(-1).float()
         mean = (batch.patch_emb.float() * m).sum(1) / m.sum(1).clamp(min=1.0)  # [B, D_p]
+        if mode == "flat_cells":  # + the mean over every cell of the selected patches
+            c = batch.cell_mask.flatten(1, 3).unsqueeze(-1).float()  # [B, R*K*L, 1]
+            cells = batch.cell_emb.flatten(1, 3).float()  # [B, R*K*L, D_c]
+            cell_mean = (cells * c).sum(1) / c.sum(1).clamp(min=1.0)  # [B, D_c]; 0: no cell
+            mean = torch.cat([mean, cell_mean], dim=-1)
         tokens = self.flat_projector(mean)  # [B, H]
         return [tokens[b : b + 1] for b in range(batch.batch_size)], None
 

@@ -11,8 +11,8 @@ stage  trainable                                                       losses
        otherwise all its weights)
 =====  ==============================================================  ==================
 
-The baselines (``config.visual_input``) train their flat projector (``"flat"``) or nothing but
-the LLM (``"none"``, stage 3 only) in stages 2-3.
+The baselines (``config.visual_input``) train their flat projector (``"flat"``,
+``"flat_cells"``) or nothing but the LLM (``"none"``, stage 3 only) in stages 2-3.
 """
 
 from __future__ import annotations

@@ -1,12 +1,15 @@
-"""The two baselines train from the method's stage-1 folder with the same engine and LLM:
+"""The baselines train from the method's stage-1 folder with the same engine and LLM:
 
 - flat: one visual token (mean patch embedding through a projector); stage 2 trains only that
   projector, and slides with different patch embeddings give different tokens;
+- flat_cells: the same token from the mean patch and the mean cell embedding: it changes with
+  the cells alone;
 - text only: no visual token; stage 3 trains only the LLM, and every slide gets the same answer.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -65,6 +68,27 @@ def test_flat_baseline(stage1_folder, cohort, tmp_path) -> None:
     for name, p in saved.flat_projector.named_parameters():
         torch.testing.assert_close(p, dict(model.flat_projector.named_parameters())[name])
     assert len(saved.generate(batch, ["What is the diagnosis?"] * 2, max_new_tokens=3)) == 2
+
+
+def test_flat_baseline_with_cell_features(stage1_folder, cohort, tmp_path) -> None:
+    model, info = _train(stage1_folder, _cfg(2, "flat_cells"), cohort, tmp_path)
+    assert info["changed"] and all(n.startswith("flat_projector.") for n in info["changed"])
+    assert model.flat_projector is not None
+    slide = info["train"][0].slide
+    batch = collate_slides([slide, slide])
+    assert batch.cell_mask.any()
+    batch.cell_emb[1] = batch.cell_emb[1] + 1.0  # same patches, other cells
+    tokens, hierarchy = model.llm_visual_inputs(batch)
+    assert hierarchy is None and [t.shape[0] for t in tokens] == [1, 1]
+    assert not torch.allclose(tokens[0], tokens[1])
+    plain = HWSIModel(dataclasses.replace(model.config, visual_input="flat"))
+    assert plain.flat_projector is not None  # the flat baseline's input: patches only
+    width = plain.flat_projector.net[1].in_features
+    assert model.flat_projector.net[1].in_features == width + D_C
+    saved = load_model_folder(tmp_path / MODEL_DIR)
+    assert saved.config.visual_input == "flat_cells"
+    again, _ = saved.llm_visual_inputs(batch)
+    torch.testing.assert_close(again[1], tokens[1])
 
 
 def test_text_only_baseline(stage1_folder, cohort, tmp_path) -> None:
