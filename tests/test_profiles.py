@@ -136,7 +136,8 @@ def test_slurm_dry_run_plans_groups_and_resources(workdir: Path, venv_path_env: 
     # One GPU job per slide.
     assert Counter(j["slide"] for j in jobs if j["rule"] == GPU_RULE) == dict.fromkeys(slides, 1)
     runs = [j["resources"] for j in jobs if j["rule"] == "train"]
-    assert len(runs) == 6  # three stages, flat stages 2-3, text-only stage 3: one rule
+    # Three stages, flat and flat_cells stages 2-3, text-only stage 3: one rule.
+    assert len(runs) == 8
     assert all(r["nodes"] == "1" and r["mem_mb"] == "64000" for r in runs)
 
 
