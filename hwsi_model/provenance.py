@@ -124,9 +124,27 @@ def file_fingerprint(path: str | Path) -> dict[str, Any]:
     }
 
 
+def same_fingerprint(recorded: Mapping[str, Any], now: Mapping[str, Any]) -> bool:
+    """Whether an input is as it was recorded. A file of at most 2 MiB is hashed whole, so its
+    content decides and its mtime does not (Snakemake touches a job's outputs when the job
+    ends, also those the job kept as they were); a larger file, hashed only at its two ends,
+    must also keep its mtime."""
+    if recorded == now:
+        return True
+    if recorded.get("kind") != "file" or now.get("kind") != "file":
+        return False
+    same = ("path", "size", "partial_sha256")
+    return all(recorded.get(k) == now.get(k) for k in same) and now["size"] <= 2 * MIB
+
+
+#: Files in a folder that are not its content: Snakemake touches this marker inside a directory
+#: output whenever its job runs, also when the job kept the folder as it was.
+NOT_CONTENT = frozenset({".snakemake_timestamp"})
+
+
 def _folder_digest(folder: Path) -> str:
     h = hashlib.sha256()
-    for f in sorted(q for q in folder.rglob("*") if q.is_file()):
+    for f in sorted(q for q in folder.rglob("*") if q.is_file() and q.name not in NOT_CONTENT):
         size = f.stat().st_size
         h.update(f"{f.relative_to(folder)}\0{size}\0{_partial_sha256(f, size)}\n".encode())
     return h.hexdigest()[:16]

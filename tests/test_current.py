@@ -42,6 +42,11 @@ def test_prepare_keeps_current_steps_and_redoes_what_changed(tmp_path):
     again = prepare_slide(sample, out, SETTINGS)  # nothing changed: nothing is rewritten
     assert (again.ran, again.kept) == ([], ["tissue", "tiles"])
     assert {**snapshot(tmp_path / "tissue"), **snapshot(tmp_path / "tiles")} == done
+    # Snakemake touches a marker inside a directory output whenever its job runs (also when the
+    # job kept the folder): the mask is still the same input of the grid.
+    for folder in (out.tissue, out.tiles):
+        (folder / ".snakemake_timestamp").touch()
+    assert prepare_slide(sample, out, SETTINGS).ran == []
 
     # A grid parameter (its hash): the grid is redone, the mask kept byte for byte.
     grid = prepare_slide(sample, out, replace(SETTINGS, patch_size=128, tiles_hash="g1"))
@@ -93,7 +98,7 @@ def test_a_store_is_current_only_for_its_hash_inputs_and_when_complete(tmp_path)
 
 
 def test_slide_batches_keep_cohorts_apart_and_rows_in_order():
-    from hwsi_model.jobs.batches import batch_of, slide_batches
+    from hwsi_model.jobs.batches import batch_rule_name, slide_batches
 
     samples = {
         f"s{i}": Sample(f"s{i}", f"s{i}.svs", cohort="a b" if i < 5 else "c") for i in range(7)
@@ -105,7 +110,9 @@ def test_slide_batches_keep_cohorts_apart_and_rows_in_order():
     # Appending a cohort keeps every existing batch as it was.
     more = {**samples, "t0": Sample("t0", "t0.svs", cohort="d")}
     assert {k: v for k, v in slide_batches(more, 2).items() if k in batches} == batches
-    assert batch_of(batches)["s4"] == names[2]
+    # Each batch has its own rule, named as a Python identifier, distinct per batch.
+    rules = {batch_rule_name("prepare_batch", b) for b in batches}
+    assert len(rules) == len(batches) and all(r.isidentifier() for r in rules)
     # Cohorts that clean to the same name stay apart; no cohort is a cohort of its own.
     odd = {"x": Sample("x", "x", cohort="a/b"), "y": Sample("y", "y", cohort="a b")}
     assert len(slide_batches(odd, 4)) == 2

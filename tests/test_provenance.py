@@ -162,3 +162,27 @@ def test_blank_slide_gives_an_explicitly_empty_chain(chain, tmp_path, caplog):
         rows = read_manifest(manifest)
     assert [r.slide_id for r in rows] == ["s"]
     assert "slide 'blank' has no tissue patches: left out of training" in caplog.text
+
+
+def test_a_touched_file_is_the_same_input_when_hashed_whole(tmp_path):
+    """Snakemake touches a job's outputs when it ends, also those it kept: a file hashed whole
+    (<= 2 MiB) with the same content is the same input; a larger file, hashed at its two ends
+    only, is not once its mtime moved; content, size or path changes are never the same."""
+    import os
+
+    from hwsi_model.provenance import file_fingerprint, same_fingerprint
+
+    small, big = tmp_path / "sel.csv", tmp_path / "slide.bin"
+    small.write_text("region,rank,patch_index\n0,0,3\n")
+    big.write_bytes(b"\0" * (3 * 1024 * 1024))
+    before = {p: file_fingerprint(p) for p in (small, big)}
+    for p in (small, big):
+        st = p.stat()
+        os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert same_fingerprint(before[small], file_fingerprint(small))
+    assert not same_fingerprint(before[big], file_fingerprint(big))
+    small.write_text("region,rank,patch_index\n0,0,4\n")  # same size, other content
+    assert not same_fingerprint(before[small], file_fingerprint(small))
+    moved = tmp_path / "other.csv"
+    small.rename(moved)
+    assert not same_fingerprint(before[small], file_fingerprint(moved))

@@ -4,9 +4,10 @@ Every per-slide output records its provenance (:mod:`hwsi_model.provenance`): th
 parameters it was made with and a fingerprint of each input (a file's size, mtime and partial
 hash; an upstream store's provenance id). An output is current when it is complete, its
 recorded hash equals the step's hash now and its recorded input fingerprints equal the inputs'
-fingerprints now. A job that runs several steps (:mod:`hwsi_model.jobs`) keeps a
-current output and redoes the rest, so a changed parameter re-runs only the steps that depend on
-it even though Snakemake re-runs the whole job.
+fingerprints now (:func:`~hwsi_model.provenance.same_fingerprint`: a small file whose whole
+content hashes the same is the same input, even if Snakemake touched it). A job that runs
+several steps (:mod:`hwsi_model.jobs`) keeps a current output and redoes the rest, so a changed
+parameter re-runs only the steps that depend on it even though Snakemake re-runs the whole job.
 
 Where the record is read from:
 
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from hwsi_model.atomic import write_text_atomic
-from hwsi_model.provenance import input_fingerprint, store_attrs
+from hwsi_model.provenance import input_fingerprint, same_fingerprint, store_attrs
 
 
 def record_path(path: str | Path) -> Path:
@@ -85,6 +86,6 @@ def is_current(
         # The same file (a step may record it resolved) with the same fingerprint as then.
         if Path(str(fp.get("path"))).resolve() != Path(path).resolve():
             return False
-        if input_fingerprint(fp["path"]) != fp:
+        if not same_fingerprint(fp, input_fingerprint(fp["path"])):
             return False
     return True
