@@ -10,9 +10,10 @@ cache) with ``--cores`` cores. Two records of every per-slide job are read:
   its end, :func:`hwsi_model.logs.log_timing`) and, for jobs that run several steps,
   ``timing step=NAME work_s=W`` per step and ``timing setup=NAME s=S`` per model loaded.
 
-With ``embed.slides_per_job > 1`` the GPU chains run in ``extract_batch`` jobs: a batch job's
-wall time is shared equally by its slides, and its per-step lines are assigned to the slide
-whose ``ran ...; kept ...`` line follows them.
+With ``embed.slides_per_job > 1`` a batch of slides runs in two jobs, ``prepare_batch_*`` and
+``extract_batch_*`` (records under ``benchmarks/prepare_batch/`` and ``benchmarks/extract_batch/``):
+a batch job's wall time is shared equally by its slides, and its per-step lines are assigned to
+the slide whose ``ran ...; kept ...`` line follows them.
 
 Work is the steps' own compute (reading the slide, encoding, segmenting, writing stores);
 model loading, imports and start-up are fixed cost. Per slide: fixed = sum of job walls -
@@ -45,6 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 TIMING = re.compile(r"timing (?:(step|setup)=(\S+) )?(?:work_s|s)=([\d.]+)(?: process_s=([\d.]+))?")
 COHORT_RULES = {"train_demo_stardist", "build_demo_encoder", "manifest", "tiling_summary"}
+BATCH_RULES = ("prepare_batch", "extract_batch")
 
 
 def make_config(work: Path, cohort: Path, out: Path) -> Path:
@@ -109,7 +111,8 @@ def step_work(jobs: dict[str, dict[str, dict]]) -> dict[str, dict[str, float]]:
 
 
 def members(out: Path, jobs: dict) -> dict[str, list[str]]:
-    """batch -> its slides (from the batch records)."""
+    """batch -> its slides (from the extract batch records; a prepare batch has the same
+    name and slides)."""
     folder = out / "batches" / "extract"
     return {
         b: list(json.loads((folder / f"{b}.json").read_text())["slides"])
@@ -122,7 +125,10 @@ def summarise(
 ) -> dict:
     own = step_work(jobs)
     work = own or (work_ref or {})
-    slides = sorted({s for r, per in jobs.items() if r != "extract_batch" for s in per})
+    slides = sorted(
+        {s for r, per in jobs.items() if r not in BATCH_RULES for s in per}
+        | {s for ids in batches.values() for s in ids}
+    )
     rules = {}
     for rule, per_slide in sorted(jobs.items()):
         walls = [r["wall_s"] for r in per_slide.values()]
@@ -139,13 +145,13 @@ def summarise(
                 for k in sorted({k for r in per_slide.values() for k in r.get("setup", {})})
             },
         }
-    shared = {  # a batch job's wall time, shared by its slides
-        s: rec["wall_s"] / len(batches[b])
-        for b, rec in jobs.get("extract_batch", {}).items()
-        for s in batches[b]
-    }
+    shared: dict[str, float] = defaultdict(float)  # a batch job's wall, shared by its slides
+    for rule in BATCH_RULES:
+        for b, rec in jobs.get(rule, {}).items():
+            for s in batches[b]:
+                shared[s] += rec["wall_s"] / len(batches[b])
     per_slide_wall = [
-        sum(jobs[r][s]["wall_s"] for r in jobs if s in jobs[r] and r != "extract_batch")
+        sum(jobs[r][s]["wall_s"] for r in jobs if s in jobs[r] and r not in BATCH_RULES)
         + shared.get(s, 0.0)
         for s in slides
     ]
@@ -153,8 +159,10 @@ def summarise(
     fixed = [w - k for w, k in zip(per_slide_wall, per_slide_work, strict=True)]
     return {
         "slides": len(slides),
-        "jobs_per_slide": statistics.mean(sum(1 for r in jobs if s in jobs[r]) for s in slides)
-        + len(batches) / max(len(slides), 1),
+        "jobs_per_slide": statistics.mean(
+            sum(1 for r in jobs if r not in BATCH_RULES and s in jobs[r]) for s in slides
+        )
+        + sum(len(jobs.get(r, {})) for r in BATCH_RULES) / max(len(slides), 1),
         "rules": rules,
         "work_s_mean_per_step": {
             step: statistics.mean(v.values()) for step, v in sorted(work.items())

@@ -3,9 +3,10 @@
 1. DAG planning: a sample sheet of N slides whose files are empty placeholders (a dry run only
    checks that an input exists and reads its modification time; no slide is opened), then
    ``snakemake -n`` on every per-slide output and the cohort manifest (2 jobs per slide:
-   ``prepare_slide`` and ``extract_slide``, plus one ``extract_batch`` per batch when
-   ``embed.slides_per_job`` > 1; 7 before), for N = 1,000, 10,000 and 100,000. Wall time of the
-   whole command (Python start, parsing, DAG, job list).
+   ``prepare_slide`` and ``extract_slide``; with ``embed.slides_per_job: N`` > 1, as in the
+   demo config, 2 jobs per batch of N slides, ``prepare_batch_*`` and ``extract_batch_*``; 7 jobs
+   per slide before issue 13), for N = 1,000, 10,000 and 100,000. Wall time of the whole command
+   (Python start, parsing, DAG, job list). ``--slides-per-job K`` overrides the config's N.
 2. No-op re-run of a processed 100-slide cohort. Processing 100 slides here would take about an
    hour, so the cohort is made from the finished demo run (``demo/results``, 24 slides,
    ``make demo``; read only): the per-slide outputs of demo slide ``i % 24`` are copied under the
@@ -222,11 +223,15 @@ def main() -> None:
     ap.add_argument("--config", type=Path, default=REPO / "config.yaml")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out" / "planning.json")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folders")
+    ap.add_argument("--slides-per-job", type=int, default=None, help="embed.slides_per_job")
     args = ap.parse_args()
     base = yaml.safe_load(args.config.read_text())
+    if args.slides_per_job:
+        base["embed"]["slides_per_job"] = args.slides_per_job
     root = Path(tempfile.mkdtemp(prefix="hwsi_bench_planning_"))
     result: dict = {
-        "snakemake": subprocess.check_output([str(SNAKEMAKE), "--version"], text=True).strip()
+        "snakemake": subprocess.check_output([str(SNAKEMAKE), "--version"], text=True).strip(),
+        "slides_per_job": base["embed"].get("slides_per_job", 1),
     }
     try:
         result["planning"] = [plan(n, root, base) for n in args.sizes]

@@ -1,15 +1,23 @@
 # Shared set-up: sample sheet, output layout and per-step parameter hashes.
 
 import csv
+import gc
 import os
 
 from snakemake.logging import logger
 
 from hwsi_model.workflow_config import config_hash, require
 from hwsi_model.data.layout import TRAINING_RUN, OutputLayout, parse_training_run
-from hwsi_model.jobs.batches import batch_of, slide_batches
+from hwsi_model.jobs.batches import batch_rule_name, slide_batches
 from hwsi_model.model.packaged_llm import PACKAGED_LLMS
 from hwsi_model.samples import missing_files, read_sample_sheet, usable_slides
+
+# Planning a large cohort creates millions of objects (jobs, files, rules); each full collection
+# of Python's cyclic garbage collector scans them all, so with the default thresholds its cost
+# grows faster than the cohort (benchmarks/RESULTS.md, "Planning"). Snakemake's plan holds few
+# reference cycles: collect less often in this process (the jobs run in their own).
+gc.freeze()
+gc.set_threshold(50_000, 20, 100)
 
 SAMPLES = read_sample_sheet(config["samples"])
 # Every output path comes from the layout (hwsi_model/data/layout.py).
@@ -18,6 +26,7 @@ OUT = OutputLayout(config["outdir"])
 # out (the manifest lists it in failures.tsv) instead of stopping the plan.
 MISSING = missing_files(SAMPLES)
 TILED = usable_slides(SAMPLES, MISSING, OUT.tiles)
+TILED_SET = set(TILED)
 CACHED = usable_slides(SAMPLES, MISSING, OUT.cache)
 CACHED_SET = set(CACHED)
 UNPLANNED = {s: p for s, p in MISSING.items() if s not in CACHED_SET}  # in failures.tsv
@@ -143,11 +152,70 @@ def slide_mpp_override(wildcards):
     return SAMPLES[wildcards.slide].mpp or 0
 
 
-# embed.slides_per_job > 1: the GPU chains of a batch run in one process (rule extract_batch);
-# each slide's extract_slide then finds its outputs current.
+# embed.slides_per_job > 1: each batch of N consecutive rows of a cohort has two jobs (rules
+# prepare_batch_* and extract_batch_*, one per batch) that run their slides in one process
+# and declare every slide's outputs: the interpreter, torch, TensorFlow and the models are
+# paid once per batch, and Snakemake plans two jobs per N slides instead of two per slide.
 BATCHED = EMBED["slides_per_job"] > 1
 BATCHES = slide_batches(SAMPLES, EMBED["slides_per_job"]) if BATCHED else {}
-BATCH_OF = batch_of(BATCHES)
+
+
+def batch_members(batch, usable):
+    """[slide_id, path, mpp (0: the file's)] of a batch's slides whose file exists and which
+    are in ``usable`` (a change of the list re-runs the batch, whose steps keep what is current).
+    """
+    return [
+        [s, SAMPLES[s].path, SAMPLES[s].mpp or 0]
+        for s in BATCHES[batch]
+        if s in usable and s not in MISSING
+    ]
+
+
+def prepare_outputs(ids):
+    """Every output of the slides' prepare step (update(): kept when the job re-runs, so that a
+    step still current is not redone)."""
+    out = []
+    for s in ids:
+        out += [
+            update(directory(OUT.tissue(s))),
+            update(directory(OUT.tiles(s))),
+            update(OUT.qc("tiling", s)),
+        ]
+    return out
+
+
+def extract_outputs(ids):
+    """Every output of the slides' GPU chain, as rule extract_slide declares them."""
+    out = []
+    for s in ids:
+        out += [
+            update(directory(OUT.embeddings(s))),
+            update(OUT.selection(s)),
+            update(OUT.selection_record(s)),
+            update(directory(OUT.cells(s))),
+            update(OUT.qc("cells", s)),
+            update(OUT.cells_geojson(s)),
+            update(directory(OUT.cell_embeddings(s))),
+            update(directory(OUT.cache(s))),
+        ]
+    return out
+
+
+def batch_rule(kind, batch):
+    """The name of a batch's rule. Resources and threads that a profile sets for ``kind``
+    (``prepare_batch``, ``extract_batch``: the rules' names are generated, so a profile names the
+    kind) apply to each of its rules. Snakemake keeps --set-resources/--set-threads by rule name
+    in these mappings and applies them when the rule is defined, just after this call.
+    """
+    name = batch_rule_name(kind, batch)
+    settings = workflow.resource_settings
+    for parsed in (
+        settings._parsed_overwrite_resources,
+        settings._parsed_overwrite_threads,
+    ):
+        if kind in parsed and name not in parsed:
+            parsed[name] = parsed[kind]
+    return name
 
 
 def model_inputs():
@@ -158,30 +226,6 @@ def model_inputs():
     if CELLS["model"] == "demo":
         inputs["stardist"] = CELLS_MODEL
     return inputs
-
-
-def extract_inputs(wildcards):
-    """The models the workflow builds, and the slide's batch record when batched."""
-    inputs = model_inputs()
-    if BATCHED:
-        inputs["batch"] = OUT.extract_batch(BATCH_OF[wildcards.slide])
-    return inputs
-
-
-def batch_inputs(wildcards):
-    """The slides and grids of a batch, and the models the workflow builds."""
-    ids = [s for s in BATCHES[wildcards.batch] if s in CACHED_SET]
-    return {
-        **model_inputs(),
-        "slides": [SAMPLES[s].path for s in ids],
-        "tiles": [OUT.tiles(s) for s in ids],
-    }
-
-
-def batch_members(wildcards):
-    """[slide_id, path, mpp (0: the file's)] of each slide of a batch (a change re-runs it)."""
-    members = [s for s in BATCHES[wildcards.batch] if s in CACHED_SET]
-    return [[s, SAMPLES[s].path, SAMPLES[s].mpp or 0] for s in members]
 
 
 def all_outputs():

@@ -137,15 +137,18 @@ def test_demo_nucleus_model_does_not_depend_on_the_sample_sheet(tmp_path, make_s
     assert "samples.csv" not in inputs and str(slides[0]) not in inputs
 
 
-def test_batched_gpu_chains_run_in_one_process_and_a_new_cohort_forms_new_batches(
+def test_batch_jobs_run_their_slides_in_one_process_and_appended_rows_plan_only_their_batch(
     tmp_path, make_slide, trained, venv_path_env
 ):
-    """``embed.slides_per_job: 2``: one extract_batch job runs the GPU chains of two slides (the
-    models loaded once); each slide's extract_slide finds its outputs current."""
+    """``embed.slides_per_job: 2``: each batch of two rows of a cohort has one prepare and one
+    extract job that declare all their slides' outputs (no per-slide job), the models loaded
+    once per batch. Appending a row to a cohort whose last batch has room re-runs that batch
+    only, keeping its finished slide; a new cohort forms its own batch; the other batches and
+    their outputs are untouched."""
     import json
 
     work, out = tmp_path / "wf", tmp_path / "wf" / "out"
-    slides = [make_slide(f"c{i}", 1024, 1024, mpp=0.5, seed=20 + i) for i in range(2)]
+    slides = [make_slide(f"c{i}", 1024, 1024, mpp=0.5, seed=20 + i) for i in range(3)]
     rows = [f"{p.stem},{p},,,,one" for p in slides]
     cfg = config(trained[0]).replace("  precision:", "  slides_per_job: 2\n  precision:")
 
@@ -156,22 +159,49 @@ def test_batched_gpu_chains_run_in_one_process_and_a_new_cohort_forms_new_batche
         )
 
     sheet(rows)
-    proc = snakemake(work, venv_path_env, *targets(["c0", "c1"]), "--cores", "2")
+    first = ["c0", "c1", "c2"]
+    jobs = planned_jobs(snakemake(work, venv_path_env, *targets(first), "-n").stdout)
+    assert not [r for r, _ in jobs if r in PER_SLIDE]
+    assert sorted(r.split("_one")[0] for r, _ in jobs if "_one" in r) == [
+        "extract_batch", "extract_batch", "prepare_batch", "prepare_batch"
+    ]  # fmt: skip
+    proc = snakemake(work, venv_path_env, *targets(first), "--cores", "2")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    (record,) = (out / "batches" / "extract").glob("*.json")
-    ran = json.loads(record.read_text())["slides"]
-    assert {s: r["ran"] for s, r in ran.items()} == {"c0": GPU_STEPS, "c1": GPU_STEPS}
-    log = (out / "logs" / "extract_batch" / f"{record.stem}.log").read_text()
+    records = {
+        p.stem: json.loads(p.read_text())["slides"]
+        for p in (out / "batches" / "extract").glob("*.json")
+    }
+    assert sorted(map(sorted, records.values())) == [["c0", "c1"], ["c2"]]
+    (full,) = [b for b, r in records.items() if len(r) == 2]
+    (last,) = [b for b, r in records.items() if len(r) == 1]
+    assert {s: r["ran"] for s, r in records[full].items()} == {"c0": GPU_STEPS, "c1": GPU_STEPS}
+    log = (out / "logs" / "extract_batch" / f"{full}.log").read_text()
     assert log.count("timing setup=encoder") == 1 and log.count("timing setup=stardist") == 1
-    for sid in ("c0", "c1"):
-        assert steps_of_job(out, "extract_slide", sid) == ([], GPU_STEPS)
+    assert steps_of_job(out, "prepare_batch", "c1", full) == (["tissue", "tiles"], [])
+    before = outputs_of(out, ["c0", "c1"])
 
-    # A new cohort: its own batch; the first cohort's batch and slides are not planned.
-    new = make_slide("d0", 1024, 1024, mpp=0.5, seed=30)
-    sheet([*rows, f"d0,{new},,,,two"])
-    jobs = planned_jobs(snakemake(work, venv_path_env, *targets(["c0", "c1", "d0"]), "-n").stdout)
-    assert {(r, s) for r, s in jobs if s} == {("prepare_slide", "d0"), ("extract_slide", "d0")}
-    assert sorted(r for r, s in jobs if s is None) == ["extract_batch", "tiling_summary"]
-    proc = snakemake(work, venv_path_env, *targets(["c0", "c1", "d0"]), "--cores", "2")
+    # c3 joins the cohort's last batch (room for one more); d0 is a new cohort: its own batch.
+    extra = [
+        make_slide("c3", 1024, 1024, mpp=0.5, seed=30),
+        make_slide("d0", 1024, 1024, mpp=0.5, seed=31),
+    ]
+    sheet([*rows, f"c3,{extra[0]},,,,one", f"d0,{extra[1]},,,,two"])
+    everyone = [*first, "c3", "d0"]
+    jobs = planned_jobs(snakemake(work, venv_path_env, *targets(everyone), "-n").stdout)
+    assert not [s for _, s in jobs if s]
+    planned = sorted(r for r, _ in jobs)
+    assert planned == sorted([
+        f"prepare_batch_{last.replace('-', '_').replace('.', '_')}",
+        f"extract_batch_{last.replace('-', '_').replace('.', '_')}",
+        *(r for r in planned if r.startswith(("prepare_batch_two", "extract_batch_two"))),
+        "tiling_summary",
+    ]) and len(planned) == 5, planned  # fmt: skip
+    proc = snakemake(work, venv_path_env, *targets(everyone), "--cores", "2")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert len(list((out / "batches" / "extract").glob("*.json"))) == 2
+    assert steps_of_job(out, "extract_batch", "c2", last) == ([], GPU_STEPS)
+    assert steps_of_job(out, "extract_batch", "c3", last) == (GPU_STEPS, [])
+    assert steps_of_job(out, "prepare_batch", "c2", last) == ([], ["tissue", "tiles"])
+    assert outputs_of(out, ["c0", "c1"]) == before
+    assert len(list((out / "batches" / "extract").glob("*.json"))) == 3
+    # Nothing is left to do.
+    assert not planned_jobs(snakemake(work, venv_path_env, *targets(everyone), "-n").stdout)

@@ -23,6 +23,8 @@ PROFILE_FILE = "config.v8+.yaml"
 
 PREP_RULE = "prepare_slide"  # tissue + tiles of a slide (CPU)
 GPU_RULE = "extract_slide"  # a slide's GPU chain: embeddings, selection, nuclei, cache
+# embed.slides_per_job > 1: one rule per batch, named {kind}_{batch}; a profile names the kind.
+BATCH_KINDS = ("prepare_batch", "extract_batch")
 
 
 def load_profile(folder: Path) -> dict:
@@ -32,13 +34,16 @@ def load_profile(folder: Path) -> dict:
 @pytest.fixture(scope="module")
 def workdir(cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A workflow folder on the 6-slide synthetic cohort with the demo models (all rules)."""
-    work = tmp_path_factory.mktemp("profiles")
+    return make_workdir(cohort, tmp_path_factory.mktemp("profiles"))
+
+
+def make_workdir(cohort: Path, work: Path, slides_per_job: int = 1) -> Path:
     config = {
         "samples": str(cohort / "samples.csv"),
         "outdir": "out",
         "region_size": 4,
         "cells": {"model": "demo", "training": {"gt_index": str(cohort / "nuclei_gt/index.csv")}},
-        "embed": {"checkpoint": "demo"},
+        "embed": {"checkpoint": "demo", "slides_per_job": slides_per_job},
         "training": {
             "reports": str(cohort / "reports.jsonl"),
             "instructions": [str(cohort / "vqa/train.json"), str(cohort / "vqa/val.json")],
@@ -108,7 +113,31 @@ def test_profiles_name_only_rules_of_the_workflow(workdir: Path, venv_path_env: 
     rules = set(proc.stdout.split())
     slurm = load_profile(SLURM)
     named = set(slurm["set-resources"]) | set(slurm["groups"])
-    assert named <= rules, f"profile names unknown rules: {sorted(named - rules)}"
+    assert named <= rules | set(BATCH_KINDS), f"profile names unknown rules: {named - rules}"
+    assert set(BATCH_KINDS) <= set(slurm["set-resources"])
+
+
+def test_batch_rules_take_the_profile_resources_of_their_kind(
+    cohort: Path, tmp_path: Path, venv_path_env: dict
+) -> None:
+    """Batched (4 slides per job: two batches of the 6 slides), every generated batch rule gets
+    what the profile sets for its kind, and no per-slide job is planned."""
+    work = make_workdir(cohort, tmp_path, slides_per_job=4)
+    proc = run_snakemake(work, venv_path_env, "--profile", str(SLURM), "--dry-run", "--jobs", "4")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    jobs = parse_dry_run(proc.stdout + proc.stderr)
+    assert not [j for j in jobs if j["rule"] in (PREP_RULE, GPU_RULE)]
+    for kind in BATCH_KINDS:
+        batch = [j for j in jobs if j["rule"].startswith(kind + "_")]
+        assert len(batch) == 2 and len({j["rule"] for j in batch}) == 2, jobs
+        for job in batch:
+            res = job["resources"]
+            assert job["group"] is None
+            if kind == "extract_batch":
+                assert (res["slurm_partition"], res["gpu"], res["mem_mb"]) == ("gpu", "1", "16000")
+            else:
+                assert (res["slurm_partition"], res["mem_mb"]) == ("cpu", "4000")
+                assert "gpu" not in res
 
 
 def test_slurm_dry_run_plans_groups_and_resources(workdir: Path, venv_path_env: dict) -> None:

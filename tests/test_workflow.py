@@ -60,9 +60,12 @@ def snapshot(folder: Path) -> dict[str, tuple[int, bytes]]:
     }
 
 
-def steps_of_job(out: Path, rule: str, slide: str) -> tuple[list[str], list[str]]:
-    """(steps run, steps kept as current) by the last run of a slide's job, from its log."""
-    log = (out / "logs" / rule / f"{slide}.log").read_text()
+def steps_of_job(
+    out: Path, rule: str, slide: str, job: str | None = None
+) -> tuple[list[str], list[str]]:
+    """(steps run, steps kept as current) by the last run of a slide's job, from its log
+    (``logs/{rule}/{job}.log``; ``job``: the slide, or the batch of a batch job)."""
+    log = (out / "logs" / rule / f"{job or slide}.log").read_text()
     m = re.findall(rf"slide '{re.escape(slide)}': ran (.*); kept (.*)$", log, re.M)
     assert m, log[-2000:]
     ran, kept = m[-1]

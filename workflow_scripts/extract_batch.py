@@ -1,4 +1,4 @@
-"""Rule ``extract_batch``: the GPU chains of several slides in one process."""
+"""Batch rules ``extract_batch_*``: the GPU chains of several slides in one process."""
 
 import sys
 
@@ -13,9 +13,10 @@ def main(smk) -> int:
     return run_reporting_errors(
         lambda: extract_batch(
             [Sample(sid, path, float(mpp) or None) for sid, path, mpp in p.members],
-            layout_of_batch_record(smk.output[0]),
+            layout_of_batch_record(smk.output.record),
             ExtractSettings.from_workflow(p.settings, threads=smk.threads),
-            smk.output[0],
+            smk.output.record,
+            on_slide_error=smk.config.get("on_slide_error", "skip"),
         ),
         log_file=smk.log[0],
     )

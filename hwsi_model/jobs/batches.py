@@ -34,6 +34,7 @@ def slide_batches(samples: Mapping[str, Sample], size: int) -> dict[str, list[st
     return batches
 
 
-def batch_of(batches: Mapping[str, list[str]]) -> dict[str, str]:
-    """``{slide_id: batch}``."""
-    return {sid: b for b, ids in batches.items() for sid in ids}
+def batch_rule_name(kind: str, batch: str) -> str:
+    """The name of a batch's rule (``prepare_batch_{batch}``): a Python identifier, since each
+    batch has its own rule (its outputs are its slides' outputs, which no wildcard can give)."""
+    return f"{kind}_{re.sub(r'[^A-Za-z0-9_]', '_', batch)}"

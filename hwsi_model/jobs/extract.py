@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,6 +19,7 @@ from hwsi_model.atomic import write_text_atomic
 from hwsi_model.cells.model_registry import load_stardist, resolve_model_folder
 from hwsi_model.cells.segment import SegmentParams
 from hwsi_model.cells.steps import cells_inputs, segment_step
+from hwsi_model.data.failures import SlideFailure
 from hwsi_model.data.layout import OutputLayout
 from hwsi_model.embed.params import ExtractParams
 from hwsi_model.embed.steps import (
@@ -31,7 +31,7 @@ from hwsi_model.embed.steps import (
     embed_patches_step,
     patch_embedding_inputs,
 )
-from hwsi_model.jobs.isolation import UpstreamFailedError, require_not_failed
+from hwsi_model.jobs.isolation import require_not_failed, run_batch
 from hwsi_model.jobs.steps import JobSteps, Once
 from hwsi_model.samples import Sample
 from hwsi_model.selection.settings import SelectionConfig, selection_rule
@@ -103,6 +103,24 @@ class ExtractOutputs:
             layout.cell_embeddings(slide),
             layout.cache(slide),
         )
+
+    @property
+    def folders(self) -> list[str | Path]:
+        return [self.embeddings, self.cells, self.cell_embeddings, self.cache]
+
+    def all(self, selection_record: str | Path) -> list[str | Path]:
+        """Every output, in the order the rule declares them (the selection's provenance
+        record, written beside its CSV, included)."""
+        return [
+            self.embeddings,
+            self.selection,
+            selection_record,
+            self.cells,
+            self.cells_qc,
+            self.cells_geojson,
+            self.cell_embeddings,
+            self.cache,
+        ]
 
 
 class ExtractModels:
@@ -221,37 +239,33 @@ def extract_batch(
     layout: OutputLayout,
     settings: ExtractSettings,
     record: str | Path,
+    on_slide_error: str = "skip",
 ) -> dict[str, dict]:
-    """The GPU chain of several slides in one process, the encoder and StarDist model loaded
-    once; each slide's outputs go where its own job (``extract_slide``) expects them, which
-    then finds them current. A slide that fails is logged and left to its own job (which
-    reports it in its log and writes its failure placeholders), as is a slide whose
-    ``prepare_slide`` failed; the others go on. Writes ``record`` (JSON): per slide the steps run
-    and kept, or the error; returns the same dict."""
-    from tqdm import tqdm
+    """The GPU chain of several slides in one process (``embed.slides_per_job``), the encoder
+    and StarDist model loaded once, each slide isolated: a slide that fails, or whose
+    ``prepare_batch`` failed, gets failure placeholders and the others go on (no model is
+    loaded for a slide already excluded). Writes ``record`` (JSON): per slide the steps run and
+    kept with their seconds, or why it was excluded; returns the same dict."""
+    models = ExtractModels(settings)
 
-    models, results = ExtractModels(settings), {}
-    for sample in tqdm(samples, desc="slides", unit="slide"):
+    def run_one(sample: Sample) -> JobSteps:
         sid = sample.slide_id
-        start = time.perf_counter()
-        try:
-            steps = extract_slide(
-                sample, layout.tiles(sid), ExtractOutputs.of(layout, sid), settings, models
-            )
-        except UpstreamFailedError as exc:  # raised before any model is loaded
-            log.warning("slide '%s' skipped: %s", sid, exc)
-            results[sid] = {"skipped": exc.failure.describe()}
-            continue
-        except Exception as exc:  # isolated: the slide's own job reports it
-            log.error("slide '%s' failed here (%s): %s", sid, type(exc).__name__, exc)
-            results[sid] = {"error": " ".join(str(exc).split()), "type": type(exc).__name__}
-            continue
-        results[sid] = {
-            "ran": steps.ran,
-            "kept": steps.kept,
-            "seconds": round(time.perf_counter() - start, 3),
-        }
+        return extract_slide(
+            sample, layout.tiles(sid), ExtractOutputs.of(layout, sid), settings, models
+        )
+
+    def outputs_of(sid: str) -> tuple[list[str | Path], list[str | Path]]:
+        out = ExtractOutputs.of(layout, sid)
+        return out.all(layout.selection_record(sid)), out.folders
+
+    results = {}
+    timings: dict[str, float] = {}
+    for sid, r in run_batch(
+        "extract_batch", samples, run_one, outputs_of, layout.outdir, on_slide_error, timings
+    ).items():
+        if isinstance(r, SlideFailure):
+            results[sid] = {"excluded": r.describe(), "error": r.first.error}
+        else:
+            results[sid] = {"ran": r.ran, "kept": r.kept, "seconds": round(timings[sid], 3)}
     write_text_atomic(record, json.dumps({"slides": results}, indent=1) + "\n")
-    failed = [s for s, r in results.items() if "error" in r]
-    log.info("%d slides, %d failed%s", len(results), len(failed), f": {failed}" if failed else "")
     return results

@@ -4,12 +4,19 @@ failure placeholders (:mod:`hwsi_model.data.failures`) and ends successfully.
 Only :class:`~hwsi_model.errors.SlideInputError` (the file cannot be opened or decoded, no
 resolution) is isolated; a configuration error or a bug still fails the job, and with
 ``on_slide_error: stop`` every failure does.
+
+A job of several slides (:func:`run_batch`, ``embed.slides_per_job > 1``) also isolates an
+unexpected error of one slide (a bug, a slide too large for memory): failing the job would make
+Snakemake remove the outputs its other slides finished. The slide's record then names the
+exception's class and its log holds the traceback; a configuration error still fails the job,
+since it would fail every slide alike.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -48,17 +55,23 @@ def run_isolated(
     outdir: str | Path,
     on_slide_error: str = "skip",
     folders: Sequence[str | Path] = (),
+    isolate: tuple[type[Exception], ...] = (SlideInputError,),
 ) -> T | SlideFailure:
-    """Run one per-slide job; on a :class:`SlideInputError` write placeholders at ``outputs``
-    (``folders``: those that are folders; recorded relative to ``outdir``) and return the
-    failure instead of raising, unless ``on_slide_error`` is ``"stop"``."""
+    """Run one per-slide job; on an ``isolate`` error (a :class:`SlideInputError`) write
+    placeholders at ``outputs`` (``folders``: those that are folders; recorded relative to
+    ``outdir``) and return the failure instead of raising, unless ``on_slide_error`` is
+    ``"stop"``. A :class:`ConfigError` always raises."""
     if on_slide_error not in ON_SLIDE_ERROR:
         raise ConfigError(f"on_slide_error must be one of {ON_SLIDE_ERROR}, not {on_slide_error!r}")
     try:
         return run()
-    except SlideInputError as exc:
+    except ConfigError:
+        raise
+    except isolate as exc:
         if on_slide_error == "stop":
             raise
+        if not isinstance(exc, SlideInputError):  # a bug: keep its traceback in the log
+            log.exception("slide '%s': unexpected error in %s", sample.slide_id, job)
         failure = SlideFailure(
             slide_id=sample.slide_id,
             job=job,
@@ -76,3 +89,48 @@ def run_isolated(
             sample.slide_id, failure.describe(), outdir,
         )  # fmt: skip
         return failure
+
+
+def run_batch(
+    job: str,
+    samples: Sequence[Sample],
+    run_one: Callable[[Sample], T],
+    outputs_of: Callable[[str], tuple[Sequence[str | Path], Sequence[str | Path]]],
+    outdir: str | Path,
+    on_slide_error: str = "skip",
+    seconds: dict[str, float] | None = None,
+) -> dict[str, T | SlideFailure]:
+    """Run ``run_one`` on each slide of a batch job in turn (with a progress bar), each isolated
+    as by :func:`run_isolated` and also against unexpected errors (module doc);
+    ``outputs_of(slide_id)`` gives the slide's (outputs, folder outputs). Returns
+    ``{slide_id: what run_one returned, or the failure}``; logs one line per slide with its
+    wall time (also put in ``seconds`` when given)."""
+    from tqdm import tqdm
+
+    results: dict[str, T | SlideFailure] = {}
+    for sample in tqdm(samples, desc=job, unit="slide"):
+        start = time.perf_counter()
+        outputs, folders = outputs_of(sample.slide_id)
+        results[sample.slide_id] = run_isolated(
+            job,
+            sample,
+            outputs,
+            lambda s=sample: run_one(s),
+            outdir=outdir,
+            on_slide_error=on_slide_error,
+            folders=folders,
+            isolate=(Exception,),
+        )
+        took = time.perf_counter() - start
+        if seconds is not None:
+            seconds[sample.slide_id] = took
+        log.info("slide '%s': %.2f s in %s", sample.slide_id, took, job)
+    failed = [s for s, r in results.items() if isinstance(r, SlideFailure)]
+    log.info(
+        "%s: %d slides, %d excluded%s",
+        job,
+        len(results),
+        len(failed),
+        f": {failed}" if failed else "",
+    )
+    return results

@@ -1,4 +1,5 @@
-"""``prepare_slide``: a slide's tissue mask, then its patch/region grid and tiling QC picture."""
+"""``prepare_slide``: a slide's tissue mask, then its patch/region grid and tiling QC picture;
+``prepare_batch``: the same for several slides in one process."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hwsi_model.data.failures import SlideFailure
+from hwsi_model.data.layout import OutputLayout
+from hwsi_model.jobs.isolation import run_batch
 from hwsi_model.jobs.steps import JobSteps
 from hwsi_model.samples import Sample
 from hwsi_model.tiling.steps import tiles_inputs, tiling_step, tissue_step
@@ -39,6 +43,15 @@ class PrepareOutputs:
     tissue: str | Path  # folder: mask.png, thumbnail.jpg, tissue.json
     tiles: str | Path  # Zarr v3 store
     qc: str | Path  # tiling QC picture (PNG)
+
+    @classmethod
+    def of(cls, layout: OutputLayout, slide: str) -> PrepareOutputs:
+        """A slide's outputs in the workflow's layout."""
+        return cls(layout.tissue(slide), layout.tiles(slide), layout.qc("tiling", slide))
+
+    @property
+    def folders(self) -> list[str | Path]:
+        return [self.tissue, self.tiles]
 
 
 def prepare_slide(sample: Sample, out: PrepareOutputs, settings: PrepareSettings) -> JobSteps:
@@ -76,3 +89,26 @@ def prepare_slide(sample: Sample, out: PrepareOutputs, settings: PrepareSettings
     )
     steps.finish()
     return steps
+
+
+def prepare_batch(
+    samples: list[Sample],
+    layout: OutputLayout,
+    settings: PrepareSettings,
+    on_slide_error: str = "skip",
+) -> dict[str, JobSteps | SlideFailure]:
+    """:func:`prepare_slide` of several slides in one process (``embed.slides_per_job``), each
+    isolated: a slide that fails gets failure placeholders and the others go on."""
+
+    def outputs_of(sid: str) -> tuple[list[str | Path], list[str | Path]]:
+        out = PrepareOutputs.of(layout, sid)
+        return [out.tissue, out.tiles, out.qc], out.folders
+
+    return run_batch(
+        "prepare_batch",
+        samples,
+        lambda s: prepare_slide(s, PrepareOutputs.of(layout, s.slide_id), settings),
+        outputs_of,
+        outdir=layout.outdir,
+        on_slide_error=on_slide_error,
+    )

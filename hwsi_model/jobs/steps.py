@@ -63,8 +63,9 @@ class JobSteps:
         start, setup = time.perf_counter(), _setup_s[0]
         try:
             run()
-        except HwsiError as exc:  # which step failed, for the slide's failure record
-            exc.step = getattr(exc, "step", None) or name
+        except Exception as exc:  # which step failed, for the slide's failure record
+            if isinstance(exc, HwsiError) or not hasattr(exc, "step"):
+                exc.step = getattr(exc, "step", None) or name
             raise
         work = time.perf_counter() - start - (_setup_s[0] - setup)  # models loaded meanwhile
         timing.info("timing step=%s work_s=%.3f", name, work)

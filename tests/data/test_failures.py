@@ -150,8 +150,8 @@ def test_manifest_leaves_failed_and_missing_slides_out_and_lists_them(tmp_path):
 
 
 def test_a_batch_skips_members_whose_preparation_failed(tmp_path):
-    """extract_batch goes past a slide whose prepare_slide left placeholders (no model is
-    loaded for it; its own extract_slide job records the exclusion)."""
+    """extract_batch goes past a slide whose prepare batch left placeholders: no model is
+    loaded for it, and its GPU-chain outputs become placeholders carrying the first failure."""
     from hwsi_model.data.layout import OutputLayout
     from hwsi_model.jobs.extract import ExtractSettings, extract_batch
 
@@ -170,5 +170,51 @@ def test_a_batch_skips_members_whose_preparation_failed(tmp_path):
     })  # fmt: skip
     record = tmp_path / "batch.json"
     results = extract_batch([Sample("s", str(tmp_path / "s.svs"))], layout, settings, record)
-    assert results == {"s": {"skipped": "prepare_slide (tissue): no mpp"}}
+    assert results == {
+        "s": {"excluded": "prepare_slide (tissue): no mpp", "error": "MissingMppError"}
+    }
     assert json.loads(record.read_text())["slides"] == results
+    cache = failure_of(layout.cache("s"))
+    assert cache.job == "extract_batch" and cache.first == failure
+    assert find_placeholders(layout.outdir)  # the selection CSV, QC picture, ... too
+    assert not Path(layout.selection("s")).read_text().startswith("slide_id")
+
+
+def test_a_batch_isolates_each_slide_even_from_unexpected_errors(tmp_path, caplog):
+    """In a job of several slides a bug on one slide excludes that slide alone (failing the job
+    would make Snakemake remove the outputs the others finished); its traceback is logged. A
+    configuration error, and any error under on_slide_error: stop, still fail the job."""
+    from hwsi_model.jobs.isolation import run_batch
+
+    out = tmp_path / "out"
+    samples = [Sample(s, str(tmp_path / f"{s}.svs")) for s in ("a", "b", "c")]
+
+    def outputs_of(sid):
+        return [out / "tiles" / f"{sid}.zarr", out / "qc" / f"{sid}.png"], [
+            out / "tiles" / f"{sid}.zarr"
+        ]
+
+    def run_one(sample):
+        if sample.slide_id == "b":
+            raise RuntimeError("boom on b")
+        if sample.slide_id == "c":
+            raise SlideOpenError("c is not a slide")
+        return "done"
+
+    results = run_batch("prepare_batch", samples, run_one, outputs_of, out)
+    assert results["a"] == "done"
+    b, c = results["b"], results["c"]
+    assert (b.error, b.reason, b.job) == ("RuntimeError", "boom on b", "prepare_batch")
+    assert c.error == "SlideOpenError"
+    assert failure_of(out / "tiles" / "b.zarr") == b
+    assert not (out / "tiles" / "a.zarr").exists()  # a's outputs are its own job's business
+    assert "Traceback" in caplog.text and "boom on b" in caplog.text
+
+    def config_error(sample):
+        raise ConfigError("bad key")
+
+    with pytest.raises(ConfigError):
+        run_batch("prepare_batch", samples, config_error, outputs_of, tmp_path / "o2")
+    with pytest.raises(RuntimeError):
+        run_batch("prepare_batch", samples, run_one, outputs_of, tmp_path / "o3", "stop")
+    assert not (tmp_path / "o2").exists() and not (tmp_path / "o3").exists()
