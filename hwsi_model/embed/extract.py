@@ -4,7 +4,8 @@ A DataLoader with several workers reads patches straight from the slide (no tile
 disk; each worker has its own reader) while the main process runs the encoder: reading and
 compute overlap. uint8 patches travel to the device (pinned memory on GPU), are resized and
 normalised there, encoded under ``inference_mode`` (bf16/fp16 autocast on GPU), and the
-float16 embeddings are written to Zarr as they come, one chunk at a time.
+float16 embeddings are written to Zarr as they come, one chunk at a time. A batch's result is
+copied back only after the next batch is queued, so the device never waits for that copy.
 """
 
 from __future__ import annotations
@@ -65,16 +66,26 @@ def encode_batches(
     )
     n_total = sum(e - s for s, e in dataset.items)
     bar = tqdm(total=n_total, unit="patch", desc=f"embed {dataset.slide_id}", disable=not progress)
+
+    def to_host(start, end, emb, tok):
+        # Blocks until this batch is computed; the next one is already queued on the device.
+        tok = None if tok is None else tok.float().cpu().numpy().astype(np.float16)
+        bar.update(end - start)
+        return int(start), int(end), emb.float().cpu().numpy().astype(np.float16), tok
+
+    pending = None  # the previous batch, still on the device
     with torch.inference_mode(), autocast(device, params.precision):
         for start, end, x in loader:
             x = encoder.preprocess(x.to(device, non_blocking=True))
             if with_tokens:
                 emb, tok = encoder.forward_with_tokens(x)
-                tok = None if tok is None else tok.float().cpu().numpy().astype(np.float16)
             else:
                 emb, tok = encoder(x), None
-            bar.update(end - start)
-            yield int(start), int(end), emb.float().cpu().numpy().astype(np.float16), tok
+            if pending is not None:
+                yield to_host(*pending)
+            pending = (start, end, emb, tok)
+        if pending is not None:
+            yield to_host(*pending)
     bar.close()
 
 
