@@ -211,3 +211,34 @@ def test_batch_jobs_run_their_slides_in_one_process_and_appended_rows_plan_only_
     assert len(list((out / "batches" / "extract").glob("*.json"))) == 3
     # Nothing is left to do.
     assert not planned_jobs(snakemake(work, venv_path_env, *targets(everyone), "-n").stdout)
+
+
+def test_a_broken_slide_in_a_batch_leaves_its_batch_mates_complete(
+    tmp_path, make_slide, trained, venv_path_env
+):
+    """A corrupt slide first in its batch: both batch jobs succeed, the slide gets failure
+    placeholders (the GPU chain's carry the first failure, prepare_batch's), and its batch mate
+    is processed to a complete cache; the tiling summary lists only the good slide."""
+    import json
+
+    from hwsi_model.data.failures import failure_of
+
+    work, out = tmp_path / "wf", tmp_path / "wf" / "out"
+    bad = make_slide("x0", 1024, 1024, mpp=0.5, seed=41)
+    bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])
+    good = make_slide("g0", 1024, 1024, mpp=0.5, seed=40)
+    cfg = config(trained[0]).replace("  precision:", "  slides_per_job: 2\n  precision:")
+    write_cohort(work, [f"x0,{bad},", f"g0,{good},"], extra_yaml=cfg)
+    proc = snakemake(work, venv_path_env, *targets(["x0", "g0"]), "--cores", "2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert failure_of(out / "cache" / "g0.zarr") is None
+    cache = json.loads((out / "cache" / "g0.zarr" / "zarr.json").read_text())["attributes"]
+    assert cache["complete"] is True
+    failure = failure_of(out / "cache" / "x0.zarr")
+    assert failure.job == "extract_batch" and failure.first.job == "prepare_batch"
+    assert failure_of(out / "tiles" / "x0.zarr").job == "prepare_batch"
+    (record,) = (out / "batches" / "extract").glob("*.json")
+    slides = json.loads(record.read_text())["slides"]
+    assert slides["g0"]["ran"] == GPU_STEPS and "excluded" in slides["x0"]
+    summary = (out / "tiles" / "summary.tsv").read_text()
+    assert "g0" in summary and "x0" not in summary
