@@ -79,6 +79,9 @@ class StageConfig:
     )
     #: Write the LLM (merged with its LoRA adapters) into the final model folder.
     save_llm: bool = False
+    #: Stages 2-3: recompute the LLM's layers in the backward pass (less memory, about a third
+    #: more compute); ``None``: on when the run has a CUDA device, off on the CPU.
+    llm_gradient_checkpointing: bool | None = None
     #: Stages 2-3: train a baseline from the starting folder instead of the method
     #: (``"flat"`` or ``"none"``, see ``HWSIConfig.visual_input``); ``None``: keep the folder's.
     visual_input: str | None = None

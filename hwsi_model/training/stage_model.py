@@ -105,11 +105,15 @@ def load_stage_model(
 
 def configure_trainable(model: HWSIModel, cfg: StageConfig) -> list[str]:
     """Freeze/unfreeze for ``cfg.stage`` (:func:`configure_stage`), plus the text encoder's top
-    layers in stage 1 when ``cfg.text_encoder_top_layers > 0``. Returns the trainable names."""
+    layers in stage 1 when ``cfg.text_encoder_top_layers > 0``; the LLM's gradient
+    checkpointing in stages 2-3 (:func:`llm_gradient_checkpointing`). Returns the trainable
+    names."""
     te = model.text_encoder
     if te is not None:
         te.trainable = cfg.stage == 1 and cfg.text_encoder_top_layers > 0
     names = configure_stage(model, cfg.stage)
+    if cfg.stage > 1:
+        model.set_llm_gradient_checkpointing(llm_gradient_checkpointing(cfg))
     if te is not None and te.trainable:
         layers = _encoder_layers(te.model)
         keep = {
@@ -119,6 +123,15 @@ def configure_trainable(model: HWSIModel, cfg: StageConfig) -> list[str]:
             p.requires_grad_(id(p) in keep)
         names = [n for n, p in model.named_parameters() if p.requires_grad]
     return names
+
+
+def llm_gradient_checkpointing(cfg: StageConfig) -> bool:
+    """The stage's ``llm_gradient_checkpointing``, ``None`` resolved: on with CUDA."""
+    if cfg.llm_gradient_checkpointing is not None:
+        return cfg.llm_gradient_checkpointing
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _encoder_layers(module):

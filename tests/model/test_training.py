@@ -195,3 +195,43 @@ def test_stage2_lm_loss_falls_with_a_frozen_llm(tiny_llm_dir: Path) -> None:
         opt.step()
         losses.append(out.lm_loss.item())
     assert losses[-1] < 0.5 * losses[0], losses
+
+
+@pytest.mark.parametrize("tuning", ["lora", "full"])
+def test_llm_gradient_checkpointing_gives_the_same_loss_and_gradients(
+    tiny_llm_dir: Path, tuning: str
+) -> None:
+    """Stage 3 with the LLM's layers recomputed in the backward pass: same loss and gradients
+    as without (LoRA and full tuning); the setting reaches the decoder layers, and the
+    default (``None``) is off without CUDA."""
+    pytest.importorskip("peft", reason="peft is not installed (LoRA is optional)")
+    from hwsi_model.model.configuration import LoraSettings
+    from hwsi_model.training.stage_config import StageConfig
+    from hwsi_model.training.stage_model import configure_trainable, llm_gradient_checkpointing
+
+    def run(checkpointing: bool):
+        torch.manual_seed(0)
+        lora = LoraSettings(r=4, alpha=8, dropout=0.0) if tuning == "lora" else None
+        model = HWSIModel.from_config(tiny_config(llm_path=str(tiny_llm_dir), lora=lora)).train()
+        cfg = StageConfig(stage=3, llm_tuning=tuning, llm_gradient_checkpointing=checkpointing)
+        trainable = configure_trainable(model, cfg)
+        base = model.llm.get_base_model() if model.is_lora else model.llm
+        flags = [
+            m.gradient_checkpointing for m in base.modules() if hasattr(m, "gradient_checkpointing")
+        ]
+        assert flags and all(f == checkpointing for f in flags)
+        batch, views = batch_and_views()
+        loss = model(batch, **model.processor(QUESTIONS, ANSWERS), views=views).loss
+        loss.backward()
+        gradient_check(model, trainable, lora=tuning == "lora")
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        return float(loss), grads
+
+    loss_off, grads_off = run(False)
+    loss_on, grads_on = run(True)
+    assert loss_on == pytest.approx(loss_off, rel=1e-5)
+    assert grads_on.keys() == grads_off.keys()
+    for name, g in grads_off.items():
+        torch.testing.assert_close(grads_on[name], g, rtol=1e-4, atol=1e-6, msg=name)
+    if not torch.cuda.is_available():
+        assert llm_gradient_checkpointing(StageConfig(stage=3)) is False
