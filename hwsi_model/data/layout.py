@@ -23,9 +23,11 @@ path                               what (module that reads and writes it)
 ``models/{name}/``                 models the workflow builds (demo encoder, StarDist, LLM)
 ``training/...``                   model folders, checkpoints, loss curves per stage
 ``evaluation/``                    metrics.json, report.html, predictions, slide pages
-``logs/{job}/{slide}.log``         one log per job (``prepare_slide``, ``extract_slide``) and slide
+``logs/{job}/{slide}.log``         one log per job (``prepare_slide``, ``extract_slide``) and slide;
+                                   ``logs/{prepare,extract}_batch/{batch}.log`` per batch
 ``batches/extract/{batch}.json``  what a batch of GPU chains ran, per slide (``slides_per_job``)
 ``benchmarks/{job}/{slide}.tsv``   Snakemake's job timing (wall s, peak memory) per job and slide
+                                   (or batch)
 =================================  ============================================================
 """
 
