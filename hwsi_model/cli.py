@@ -224,7 +224,9 @@ def _cmd_ask(args: argparse.Namespace) -> None:
             args.mpp,
             args.cores,
         )
-    model = load_model_folder(args.model)
+    from hwsi_model.devices import resolve_device
+
+    model = load_model_folder(args.model).to(resolve_device(args.device))
     answer = ask(
         model, cache, question, evidence_dir=args.evidence, num_beams=args.beams,
         max_new_tokens=args.max_new_tokens, slide_path=args.slide_file or slide_file,
@@ -274,6 +276,7 @@ def _ask_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--beams", type=int, default=1, help="beam search width (1: greedy)")
     p.add_argument("--max-new-tokens", type=int, default=192)
     p.add_argument("--json", action="store_true", help="print the answer as JSON")
+    p.add_argument("--device", default="auto", help="auto (CUDA when there is one), cpu, cuda")
     p.set_defaults(func=_cmd_ask)
 
 

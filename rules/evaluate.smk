@@ -27,5 +27,6 @@ rule evaluate:
         bertscore_model=EVAL["bertscore_model"],
         task_groups=EVAL["task_groups"],
         bootstrap_resamples=EVAL["bootstrap_resamples"],
+        device=EVAL["device"],
     script:
         "../workflow_scripts/evaluate.py"

@@ -18,7 +18,10 @@ from hwsi_model.logs import run_reporting_errors
 def main(smk) -> int:
     p = smk.params
     cfg = EvalConfig(
-        batch_size=p.batch_size, num_beams=p.num_beams, bertscore_model=p.bertscore_model
+        batch_size=p.batch_size,
+        num_beams=p.num_beams,
+        bertscore_model=p.bertscore_model,
+        device=p.device,
     )
 
     def run() -> None:

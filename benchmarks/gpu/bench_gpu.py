@@ -999,7 +999,7 @@ def main() -> None:
     )
     for noisy in ("hwsi_model", "transformers", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    from hwsi_model.embed.extract import resolve_device
+    from hwsi_model.devices import resolve_device
     from hwsi_model.embed.params import ExtractParams
     from hwsi_model.embed.steps import EncoderRun
     from hwsi_model.encoders import load_encoder

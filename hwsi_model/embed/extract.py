@@ -20,16 +20,11 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from hwsi_model.data.stores.tiles import TileGrid
+from hwsi_model.devices import resolve_device
 from hwsi_model.embed.dataset import SlidePatchDataset
 from hwsi_model.embed.params import ExtractParams
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def autocast(device: torch.device, precision: str):

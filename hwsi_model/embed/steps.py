@@ -45,7 +45,7 @@ class EncoderRun:
     def load(self):
         if self.loaded is not None:
             return self.loaded
-        from hwsi_model.embed.extract import resolve_device
+        from hwsi_model.devices import resolve_device
         from hwsi_model.encoders import load_encoder
 
         device = resolve_device(self.params.device)

@@ -29,7 +29,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -38,11 +38,15 @@ from hwsi_model import provenance
 from hwsi_model.atomic import atomic_output
 from hwsi_model.data.manifest import read_manifest
 from hwsi_model.data.text_records import read_reports
+from hwsi_model.devices import resolve_device
 from hwsi_model.evaluation.facts import fact_results, slide_truth
 from hwsi_model.evaluation.families import EvalItem, by_family
 from hwsi_model.evaluation.runner import EvalConfig, alignment_metrics, evaluate_models
 from hwsi_model.evaluation.statistics import StatsSettings, bootstrap_interval, compare_models
 from hwsi_model.evaluation.task_groups import check_task_groups, task_group
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +62,7 @@ def _evidence_pages(
     max_slides: int | None,
     annotations: Path | None,
     max_px: int,
+    device: torch.device,
 ) -> tuple[dict[str, dict], dict[str, dict]]:
     """Per slide the evidence of the model's answer to the slide's report item (or first item),
     painted and measured against the annotated region (``annotations``: an index CSV of
@@ -72,7 +77,7 @@ def _evidence_pages(
     from hwsi_model.model.checkpoint import load_model_folder
     from hwsi_model.model.evidence import evidence_scores
 
-    model = load_model_folder(model_dir)
+    model = load_model_folder(model_dir).to(device)
     if model.text_encoder is None:
         log.warning("%s has no text encoder: no evidence maps", model_dir)
         return {}, {}
@@ -161,14 +166,16 @@ class ReportSettings:
     max_px: int = 768
 
 
-def _alignment_tables(inputs: EvaluationInputs) -> tuple[dict[str, Any], dict[str, dict]]:
+def _alignment_tables(
+    inputs: EvaluationInputs, device: torch.device
+) -> tuple[dict[str, Any], dict[str, dict]]:
     """Stage-1 retrieval and zero-shot figures, and their report tables."""
     from hwsi_model.model.checkpoint import load_model_folder
 
     if inputs.stage1_dir is None:
         return {}, {}
     align = alignment_metrics(
-        load_model_folder(inputs.stage1_dir, load_llm=False),
+        load_model_folder(inputs.stage1_dir, load_llm=False).to(device),
         inputs.manifest, inputs.split, inputs.reports, inputs.class_prompts,
     )  # fmt: skip
     tables: dict[str, dict] = {}
@@ -240,7 +247,7 @@ def run_evaluation(
         extra["excluded_slides"] = failures_table_rows(inputs.failures)
         extra["left_out"] = run["left_out"]
         extra["statistics"] = stats.describe()
-        align, tables = _alignment_tables(inputs)
+        align, tables = _alignment_tables(inputs, resolve_device(cfg.device))
         extra.update(align)
         tables.update(paired_table(results))
         truths = _fact_truths(inputs.reports, set(rows))
@@ -259,6 +266,7 @@ def run_evaluation(
         item_pictures, overlap = _evidence_pages(
             models[METHOD], by_slide, rows, tmp, report.evidence_slides or None,
             Path(inputs.annotations) if inputs.annotations else None, report.max_px,
+            resolve_device(cfg.device),
         )  # fmt: skip
         summary = _overlap_summary(overlap)
         if summary:
@@ -509,6 +517,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--beams", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--bertscore-model", help="local model folder for BERTScore")
+    p.add_argument("--device", default="auto", help="auto (CUDA when there is one), cpu, cuda")
     p.add_argument("--evidence-slides", type=int, default=0, help="0: every test slide")
     p.add_argument(
         "--annotations", help="annotation index CSV: measure the evidence against the regions"
@@ -528,7 +537,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         annotations=a.annotations, curves=dict(c.split("=", 1) for c in a.curve),
         split=a.split, fmt=a.format, train_files=a.train, train_split=a.train_split,
     )  # fmt: skip
-    cfg = EvalConfig(batch_size=a.batch_size, num_beams=a.beams, bertscore_model=a.bertscore_model)
+    cfg = EvalConfig(
+        batch_size=a.batch_size, num_beams=a.beams, bertscore_model=a.bertscore_model,
+        device=a.device,
+    )  # fmt: skip
     doc = run_evaluation(inputs, a.out, cfg, ReportSettings(evidence_slides=a.evidence_slides))
     for line in summary_lines(doc):
         log.info("%s", line)

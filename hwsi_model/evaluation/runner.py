@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from hwsi_model.data.manifest import read_manifest
 from hwsi_model.data.pairs import PairDataset, SlideStore, collate_examples
 from hwsi_model.data.text_records import read_reports
+from hwsi_model.devices import resolve_device
 from hwsi_model.errors import HwsiError
 from hwsi_model.evaluation import metrics
 from hwsi_model.evaluation.families import EvalItem, read_test_set, score_items_and_tables
@@ -55,6 +56,8 @@ class EvalConfig:
     seed: int = 0
     max_new_tokens: dict[str, int] = field(default_factory=lambda: dict(MAX_NEW_TOKENS))
     bertscore_model: str | None = None
+    #: ``auto`` (CUDA when there is one), ``cpu``, ``cuda`` or ``cuda:N``.
+    device: str = "auto"
 
 
 @torch.no_grad()
@@ -95,9 +98,9 @@ def wsi_embeddings(model: HWSIModel, store: SlideStore, slide_ids: Sequence[str]
     model.eval()
     vis = []
     for sid in slide_ids:
-        out = model.visual(collate_slides([store[sid]]))
+        out = model.visual(collate_slides([store[sid]]).to(model.device))
         vis.append(model.visual.align(out, ["wsi"])["wsi"].emb[0, 0])
-    return torch.nn.functional.normalize(torch.stack(vis), dim=-1).float().numpy()
+    return torch.nn.functional.normalize(torch.stack(vis), dim=-1).float().cpu().numpy()
 
 
 @torch.no_grad()
@@ -106,7 +109,7 @@ def text_embeddings(model: HWSIModel, texts: Sequence[str]) -> np.ndarray:
     if model.text_encoder is None:
         raise ValueError("the alignment metrics need the model's text encoder")
     e = model.visual.embed_text(model.text_encoder(list(texts)))
-    return torch.nn.functional.normalize(e, dim=-1).float().numpy()
+    return torch.nn.functional.normalize(e, dim=-1).float().cpu().numpy()
 
 
 def class_prompt_embeddings(model: HWSIModel, prompts: Mapping[str, Sequence[str]]) -> np.ndarray:
@@ -188,6 +191,7 @@ def evaluate_models(
     the manifest split, e.g. excluded after a failure).
     """
     cfg = cfg or EvalConfig()
+    device = resolve_device(cfg.device)
     out = Path(out_dir)
     (out / "predictions").mkdir(parents=True, exist_ok=True)
     store = SlideStore(read_manifest(manifest, splits=[split]))
@@ -216,8 +220,8 @@ def evaluate_models(
                 f.write(json.dumps(e.record(a)) + "\n")
 
     for name, model_dir in models.items():
-        log.info("evaluating %s (%s) on %d items", name, model_dir, len(items))
-        model = load_model_folder(model_dir)
+        log.info("evaluating %s (%s) on %d items, %s", name, model_dir, len(items), device)
+        model = load_model_folder(model_dir).to(device)
         score(name, answer_items(model, store, items, cfg))
         del model
     for name, answer_all in (answerers or {}).items():

@@ -206,6 +206,11 @@ class HWSIModel(nn.Module):
         self.llm = get_peft_model(self.llm, lora)
 
     @property
+    def device(self) -> torch.device:
+        """Where the model's weights are (inputs are moved there)."""
+        return next(self.parameters()).device
+
+    @property
     def is_lora(self) -> bool:
         return self.llm is not None and hasattr(self.llm, "peft_config")
 
@@ -448,8 +453,9 @@ class HWSIModel(nn.Module):
     ) -> list[str]:
         """Answer one question per slide; greedy by default (pass ``num_beams`` for beam search)."""
         proc = self._require_llm()
-        enc = proc(questions)
-        visual, _ = self.llm_visual_inputs(batch)
+        device = self.device
+        enc = {k: v.to(device) for k, v in proc(questions).items()}
+        visual, _ = self.llm_visual_inputs(batch.to(device))
         embeds, mask, _ = self.build_inputs(
             enc["input_ids"], enc["attention_mask"], visual, padding_side="left"
         )
