@@ -80,8 +80,11 @@ def write_cohort(workdir: Path, rows: list[str], extra_yaml: str = "", **config)
     (workdir / "config.yaml").write_text("\n".join(lines) + "\n" + extra_yaml)
 
 
-def test_lint_is_clean(tmp_path, cmu_slide, venv_path_env):
-    write_cohort(tmp_path, [f"cmu,{cmu_slide},"])
+@pytest.mark.parametrize("slides_per_job", [1, 2])
+def test_lint_is_clean(tmp_path, cmu_slide, venv_path_env, slides_per_job):
+    """Per-slide rules, and the generated batch rules (two slides of one batch)."""
+    extra = f"embed:\n  slides_per_job: {slides_per_job}\n"
+    write_cohort(tmp_path, [f"cmu,{cmu_slide},", f"cmu2,{cmu_slide},"], extra_yaml=extra)
     proc = snakemake(tmp_path, venv_path_env, "--lint")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Lints for" not in proc.stdout + proc.stderr
