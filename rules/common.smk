@@ -171,34 +171,14 @@ def batch_members(batch, usable):
     ]
 
 
-def prepare_outputs(ids):
-    """Every output of the slides' prepare step (update(): kept when the job re-runs, so that a
-    step still current is not redone)."""
-    out = []
-    for s in ids:
-        out += [
-            update(directory(OUT.tissue(s))),
-            update(directory(OUT.tiles(s))),
-            update(OUT.qc("tiling", s)),
-        ]
-    return out
-
-
-def extract_outputs(ids):
-    """Every output of the slides' GPU chain, as rule extract_slide declares them."""
-    out = []
-    for s in ids:
-        out += [
-            update(directory(OUT.embeddings(s))),
-            update(OUT.selection(s)),
-            update(OUT.selection_record(s)),
-            update(directory(OUT.cells(s))),
-            update(OUT.qc("cells", s)),
-            update(OUT.cells_geojson(s)),
-            update(directory(OUT.cell_embeddings(s))),
-            update(directory(OUT.cache(s))),
-        ]
-    return out
+def batch_outputs(job, ids):
+    """Every output of the slides' ``prepare`` or ``extract`` job (OutputLayout.job_outputs);
+    update(): kept when the job re-runs, so that a step still current is not redone."""
+    return [
+        update(directory(path) if folder else path)
+        for s in ids
+        for path, folder in OUT.job_outputs(job, s)
+    ]
 
 
 def batch_rule(kind, batch):

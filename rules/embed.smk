@@ -30,7 +30,7 @@ if BATCHED:
                 slides=[path for _, path, _ in _members],
                 tiles=[OUT.tiles(sid) for sid, _, _ in _members],
             output:
-                extract_outputs([sid for sid, _, _ in _members]),
+                batch_outputs("extract", [sid for sid, _, _ in _members]),
                 record=OUT.extract_batch(_batch),
             log:
                 OUT.log("extract_batch", _batch),

@@ -13,7 +13,7 @@ if BATCHED:
             input:
                 slides=[path for _, path, _ in _members],
             output:
-                prepare_outputs([sid for sid, _, _ in _members]),
+                batch_outputs("prepare", [sid for sid, _, _ in _members]),
             log:
                 OUT.log("prepare_batch", _batch),
             benchmark:

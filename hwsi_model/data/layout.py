@@ -96,6 +96,26 @@ class OutputLayout:
     def qc(self, step: str, slide: str) -> str:
         return self._p("qc", step, f"{slide}.png")
 
+    def job_outputs(self, job: str, slide: str) -> list[tuple[str, bool]]:
+        """``(path, is a folder)`` of every output of a slide's ``prepare`` job (tissue, grid,
+        tiling QC) or ``extract`` job (embeddings to cache), in the order the rules declare
+        them; the batch rules and the batch jobs' failure placeholders take them from here."""
+        if job == "prepare":
+            return [(self.tissue(slide), True), (self.tiles(slide), True),
+                    (self.qc("tiling", slide), False)]  # fmt: skip
+        if job == "extract":
+            return [
+                (self.embeddings(slide), True),
+                (self.selection(slide), False),
+                (self.selection_record(slide), False),
+                (self.cells(slide), True),
+                (self.qc("cells", slide), False),
+                (self.cells_geojson(slide), False),
+                (self.cell_embeddings(slide), True),
+                (self.cache(slide), True),
+            ]
+        raise ValueError(f"job must be 'prepare' or 'extract', not {job!r}")
+
     def log(self, step: str, slide: str | None = None) -> str:
         """``logs/{step}/{slide}.log``, or ``logs/{step}.log`` for a cohort-wide step."""
         return self._p("logs", step, f"{slide}.log") if slide else self._p("logs", f"{step}.log")

@@ -247,7 +247,8 @@ def run_evaluation(
         extra["excluded_slides"] = failures_table_rows(inputs.failures)
         extra["left_out"] = run["left_out"]
         extra["statistics"] = stats.describe()
-        align, tables = _alignment_tables(inputs, resolve_device(cfg.device))
+        device = resolve_device(cfg.device)
+        align, tables = _alignment_tables(inputs, device)
         extra.update(align)
         tables.update(paired_table(results))
         truths = _fact_truths(inputs.reports, set(rows))
@@ -265,8 +266,7 @@ def run_evaluation(
             by_slide[r["slide_id"]].append(r)
         item_pictures, overlap = _evidence_pages(
             models[METHOD], by_slide, rows, tmp, report.evidence_slides or None,
-            Path(inputs.annotations) if inputs.annotations else None, report.max_px,
-            resolve_device(cfg.device),
+            Path(inputs.annotations) if inputs.annotations else None, report.max_px, device,
         )  # fmt: skip
         summary = _overlap_summary(overlap)
         if summary:

@@ -104,24 +104,6 @@ class ExtractOutputs:
             layout.cache(slide),
         )
 
-    @property
-    def folders(self) -> list[str | Path]:
-        return [self.embeddings, self.cells, self.cell_embeddings, self.cache]
-
-    def all(self, selection_record: str | Path) -> list[str | Path]:
-        """Every output, in the order the rule declares them (the selection's provenance
-        record, written beside its CSV, included)."""
-        return [
-            self.embeddings,
-            self.selection,
-            selection_record,
-            self.cells,
-            self.cells_qc,
-            self.cells_geojson,
-            self.cell_embeddings,
-            self.cache,
-        ]
-
 
 class ExtractModels:
     """The encoder and the StarDist model of a job, each loaded when a step first needs it;
@@ -254,18 +236,16 @@ def extract_batch(
             sample, layout.tiles(sid), ExtractOutputs.of(layout, sid), settings, models
         )
 
-    def outputs_of(sid: str) -> tuple[list[str | Path], list[str | Path]]:
-        out = ExtractOutputs.of(layout, sid)
-        return out.all(layout.selection_record(sid)), out.folders
+    def outputs_of(sid: str) -> list[tuple[str, bool]]:
+        return layout.job_outputs("extract", sid)
 
     results = {}
-    timings: dict[str, float] = {}
     for sid, r in run_batch(
-        "extract_batch", samples, run_one, outputs_of, layout.outdir, on_slide_error, timings
+        "extract_batch", samples, run_one, outputs_of, layout.outdir, on_slide_error
     ).items():
         if isinstance(r, SlideFailure):
             results[sid] = {"excluded": r.describe(), "error": r.first.error}
         else:
-            results[sid] = {"ran": r.ran, "kept": r.kept, "seconds": round(timings[sid], 3)}
+            results[sid] = {"ran": r.ran, "kept": r.kept, "seconds": round(r.seconds, 3)}
     write_text_atomic(record, json.dumps({"slides": results}, indent=1) + "\n")
     return results

@@ -95,36 +95,32 @@ def run_batch(
     job: str,
     samples: Sequence[Sample],
     run_one: Callable[[Sample], T],
-    outputs_of: Callable[[str], tuple[Sequence[str | Path], Sequence[str | Path]]],
+    outputs_of: Callable[[str], list[tuple[str, bool]]],
     outdir: str | Path,
     on_slide_error: str = "skip",
-    seconds: dict[str, float] | None = None,
 ) -> dict[str, T | SlideFailure]:
     """Run ``run_one`` on each slide of a batch job in turn (with a progress bar), each isolated
     as by :func:`run_isolated` and also against unexpected errors (module doc);
-    ``outputs_of(slide_id)`` gives the slide's (outputs, folder outputs). Returns
-    ``{slide_id: what run_one returned, or the failure}``; logs one line per slide with its
-    wall time (also put in ``seconds`` when given)."""
+    ``outputs_of(slide_id)``: the slide's ``(path, is a folder)`` outputs
+    (:meth:`~hwsi_model.data.layout.OutputLayout.job_outputs`). Returns ``{slide_id: what
+    run_one returned, or the failure}``; logs one line per slide with its wall time."""
     from tqdm import tqdm
 
     results: dict[str, T | SlideFailure] = {}
     for sample in tqdm(samples, desc=job, unit="slide"):
         start = time.perf_counter()
-        outputs, folders = outputs_of(sample.slide_id)
+        outputs = outputs_of(sample.slide_id)
         results[sample.slide_id] = run_isolated(
             job,
             sample,
-            outputs,
+            [p for p, _ in outputs],
             lambda s=sample: run_one(s),
             outdir=outdir,
             on_slide_error=on_slide_error,
-            folders=folders,
+            folders=[p for p, folder in outputs if folder],
             isolate=(Exception,),
         )
-        took = time.perf_counter() - start
-        if seconds is not None:
-            seconds[sample.slide_id] = took
-        log.info("slide '%s': %.2f s in %s", sample.slide_id, took, job)
+        log.info("slide '%s': %.2f s in %s", sample.slide_id, time.perf_counter() - start, job)
     failed = [s for s, r in results.items() if isinstance(r, SlideFailure)]
     log.info(
         "%s: %d slides, %d excluded%s",

@@ -47,11 +47,7 @@ class PrepareOutputs:
     @classmethod
     def of(cls, layout: OutputLayout, slide: str) -> PrepareOutputs:
         """A slide's outputs in the workflow's layout."""
-        return cls(layout.tissue(slide), layout.tiles(slide), layout.qc("tiling", slide))
-
-    @property
-    def folders(self) -> list[str | Path]:
-        return [self.tissue, self.tiles]
+        return cls(*(path for path, _ in layout.job_outputs("prepare", slide)))
 
 
 def prepare_slide(sample: Sample, out: PrepareOutputs, settings: PrepareSettings) -> JobSteps:
@@ -99,16 +95,11 @@ def prepare_batch(
 ) -> dict[str, JobSteps | SlideFailure]:
     """:func:`prepare_slide` of several slides in one process (``embed.slides_per_job``), each
     isolated: a slide that fails gets failure placeholders and the others go on."""
-
-    def outputs_of(sid: str) -> tuple[list[str | Path], list[str | Path]]:
-        out = PrepareOutputs.of(layout, sid)
-        return [out.tissue, out.tiles, out.qc], out.folders
-
     return run_batch(
         "prepare_batch",
         samples,
         lambda s: prepare_slide(s, PrepareOutputs.of(layout, s.slide_id), settings),
-        outputs_of,
+        lambda sid: layout.job_outputs("prepare", sid),
         outdir=layout.outdir,
         on_slide_error=on_slide_error,
     )

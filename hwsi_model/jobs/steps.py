@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import TypeVar
 
 from hwsi_model.data.current import is_current
-from hwsi_model.errors import HwsiError
 
 log = logging.getLogger(__name__)
 timing = logging.getLogger("hwsi.timing")
@@ -44,6 +43,8 @@ class JobSteps:
         self.slide_id = slide_id
         self.ran: list[str] = []
         self.kept: list[str] = []
+        self._start = time.perf_counter()
+        self.seconds = 0.0  # wall time of the steps, set by finish()
 
     def step(
         self,
@@ -64,8 +65,7 @@ class JobSteps:
         try:
             run()
         except Exception as exc:  # which step failed, for the slide's failure record
-            if isinstance(exc, HwsiError) or not hasattr(exc, "step"):
-                exc.step = getattr(exc, "step", None) or name
+            exc.step = getattr(exc, "step", None) or name
             raise
         work = time.perf_counter() - start - (_setup_s[0] - setup)  # models loaded meanwhile
         timing.info("timing step=%s work_s=%.3f", name, work)
@@ -73,6 +73,7 @@ class JobSteps:
         return True
 
     def finish(self) -> None:
+        self.seconds = time.perf_counter() - self._start
         log.info(
             "slide '%s': ran %s; kept %s",
             self.slide_id,

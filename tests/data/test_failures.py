@@ -190,9 +190,7 @@ def test_a_batch_isolates_each_slide_even_from_unexpected_errors(tmp_path, caplo
     samples = [Sample(s, str(tmp_path / f"{s}.svs")) for s in ("a", "b", "c")]
 
     def outputs_of(sid):
-        return [out / "tiles" / f"{sid}.zarr", out / "qc" / f"{sid}.png"], [
-            out / "tiles" / f"{sid}.zarr"
-        ]
+        return [(out / "tiles" / f"{sid}.zarr", True), (out / "qc" / f"{sid}.png", False)]
 
     def run_one(sample):
         if sample.slide_id == "b":
