@@ -17,7 +17,7 @@ import tifffile
 
 from hwsi_model.demo import SLIDE_CLASSES, generate_demo_cohort
 from hwsi_model.demo.pyramid_tiff import pyramid_levels
-from hwsi_model.demo.reports import DIAGNOSIS_NAMES, LETTERS
+from hwsi_model.demo.reports import DIAGNOSIS_NAMES, ENLARGED_NUCLEUS_UM, LETTERS
 
 SCALE = 0.4
 N_SLIDES = 6
@@ -117,16 +117,15 @@ def test_deterministic_and_prefix_stable(cohort: Path, tmp_path: Path) -> None:
     assert _reports(other) != _reports(cohort)[:3]
 
 
-def test_gt_nucleus_area_follows_class(cohort: Path) -> None:
-    labels = {r["slide_id"]: r["label"] for r in _samples(cohort)}
-    areas: dict[str, list[float]] = {c: [] for c in SLIDE_CLASSES}
+def test_gt_nucleus_area_follows_the_planned_size_not_the_class(cohort: Path) -> None:
+    plan = {m["slide_id"]: m["plan"] for m in _meta(cohort)["slides"]}
+    areas: dict[bool, list[float]] = {True: [], False: []}
     for row in _gt_index(cohort):
         mask = tifffile.imread(cohort / row["label_path"])
         counts = np.bincount(mask.ravel())[1:]
-        areas[labels[row["slide_id"]]] += list(counts * float(row["mpp"]) ** 2)
-    mean = {c: np.mean(a) for c, a in areas.items()}
-    assert mean["high_grade"] > 2 * mean["benign"]
-    assert mean["benign"] < mean["low_grade"] < mean["high_grade"]
+        enlarged = plan[row["slide_id"]]["nucleus_diameter_um"] > ENLARGED_NUCLEUS_UM
+        areas[enlarged] += list(counts * float(row["mpp"]) ** 2)
+    assert np.mean(areas[True]) > 1.5 * np.mean(areas[False])
 
 
 def test_gt_masks_align_with_slide(cohort: Path) -> None:
@@ -163,20 +162,62 @@ def test_reports(cohort: Path) -> None:
         assert f"{f['lesion_fraction_pct']:.0f}%" in " ".join(rec["sentences"]["region"])
         if rec["label"] == "high_grade":
             assert "pleomorphic" in rec["key_terms"]
+    plans = {m["slide_id"]: m["plan"] for m in _meta(cohort)["slides"]}
+    for rec in records:
+        f, plan = rec["facts"], plans[rec["slide_id"]]
+        assert rec["fact_scales"]["diagnosis"] == "slide"
+        assert set(rec["fact_scales"]) == {"diagnosis", *f}
+        assert set(rec["fact_scales"].values()) == {"slide", "region", "patch", "cell"}
+        # The measured facts follow the plan (the plan varies within a class).
+        assert f["n_tissue_pieces"] == plan["n_pieces"]
+        assert f["lesion_fraction_pct"] == pytest.approx(100 * plan["lesion_fraction"], abs=4)
+        assert f["lesion_nucleus_diameter_um_mean"] == pytest.approx(
+            plan["nucleus_diameter_um"], abs=1.0
+        )
+        assert f["inflammation_focus"] == (plan["focus"] is not None)
+        assert f["focus_location"] == plan["focus"]
+        region = " ".join(rec["sentences"]["region"])
+        assert ("towards the" in region) == f["inflammation_focus"]
     by_class = {c: [r["facts"] for r in records if r["label"] == c] for c in SLIDE_CLASSES}
-    lesion = {c: np.mean([f["lesion_fraction_pct"] for f in v]) for c, v in by_class.items()}
-    assert lesion["benign"] < lesion["low_grade"] < lesion["high_grade"]
-    diam = {
-        c: np.mean([f["lesion_nucleus_diameter_um_mean"] for f in v]) for c, v in by_class.items()
-    }
-    assert 5.5 < diam["benign"] < 7.5 < diam["low_grade"] < 10.5 < diam["high_grade"] < 15
+    for facts in by_class.values():  # two slides per class: one of each answer
+        assert {f["lesion_fraction_pct"] > 50 for f in facts} == {True, False}
+        assert {f["lesion_nucleus_diameter_um_mean"] > ENLARGED_NUCLEUS_UM for f in facts} == {
+            True,
+            False,
+        }
+        assert {f["inflammation_focus"] for f in facts} == {True, False}
+
+
+def test_planned_answers_are_balanced_within_every_class() -> None:
+    from hwsi_model.demo.cohort import plan_slides
+
+    specs = plan_slides(48, SEED, SCALE)
+    for cls in SLIDE_CLASSES:
+        mine = [s for s in specs if s.label == cls]
+        assert len(mine) == 16
+        assert Counter(s.lesion_fraction > 0.5 for s in mine) == {True: 8, False: 8}
+        assert Counter(s.lesion_side for s in mine) == {"left": 8, "right": 8}
+        assert Counter(s.nucleus_diameter_um > ENLARGED_NUCLEUS_UM for s in mine) == {
+            True: 8,
+            False: 8,
+        }
+        assert Counter(s.focus for s in mine) == {None: 8, "upper": 4, "lower": 4}
+        assert sorted(Counter(s.n_pieces for s in mine).values()) == [5, 5, 6]
+        # Not a function of the class: every class spans both sides of every threshold, and
+        # the extents of the classes overlap.
+        assert (
+            min(s.lesion_fraction for s in mine)
+            < 0.44
+            < 0.56
+            < max(s.lesion_fraction for s in mine)
+        )
 
 
 def test_vqa_items(cohort: Path) -> None:
     samples = {r["slide_id"]: r for r in _samples(cohort)}
     report = {r["slide_id"]: r["report"] for r in _reports(cohort)}
     seen: Counter[str] = Counter()
-    density_answers = set()
+    answers: dict[str, Counter[str]] = {}
     for split in ("train", "val", "test"):
         items = json.loads((cohort / "vqa" / f"{split}.json").read_text())
         for it in items:
@@ -195,14 +236,19 @@ def test_vqa_items(cohort: Path) -> None:
                 if it["task"] == "diagnosis":
                     assert sorted(it["options"]) == sorted(DIAGNOSIS_NAMES.values())
                     assert chosen == DIAGNOSIS_NAMES[samples[sid]["label"]]
-                if "densely packed" in human["value"]:
-                    density_answers.add(chosen)
+                answers.setdefault(it["fact"], Counter())[chosen] += 1
             else:
                 assert it["question_type"] == "open" and "options" not in it
                 if it["task"] == "report":
                     assert gpt["value"] == report[sid]
+            assert it["scale"] in {"slide", "region", "patch", "cell", "mixed"} and it["fact"]
     assert set(seen) == set(samples)
-    assert density_answers == {"Yes", "No"}
+    assert set(answers) == {
+        "diagnosis", "tissue_pieces", "lesion_extent", "lesion_side", "inflammation_focus",
+        "focus_location", "nuclei_enlarged",
+    }  # fmt: skip
+    for fact in ("lesion_extent", "inflammation_focus", "nuclei_enlarged"):
+        assert answers[fact] == {"Yes": 3, "No": 3}, fact
 
 
 @pytest.mark.parametrize(
@@ -245,3 +291,24 @@ def test_hwsi_demo_command_writes_a_cohort(tmp_path: Path) -> None:
     assert (tmp_path / "c" / "samples.csv").is_file()
     assert (tmp_path / "c" / "annotations" / "index.csv").is_file()
     assert main(["cohort", str(tmp_path / "d"), "--n-slides", "1"]) == 1  # too few: an error
+
+
+def test_focus_annotations_hold_the_focus(cohort: Path) -> None:
+    """inflammation.csv lists the slides with a focus; their masks hold its lymphocytes."""
+    from hwsi_model.data.annotations import read_annotations
+    from hwsi_model.demo.cohort import _STREAM_RENDER, _rng, plan_slides
+    from hwsi_model.demo.synthetic_tissue import NUC_LYMPHOCYTE, render_slide
+
+    foci = read_annotations(cohort / "annotations" / "inflammation.csv")
+    specs = plan_slides(N_SLIDES, SEED, SCALE)
+    assert sorted(foci) == [s.slide_id for s in specs if s.focus is not None]
+    i, spec = next((n, s) for n, s in enumerate(specs) if s.focus is not None)
+    nuc = render_slide(spec, _rng(SEED, _STREAM_RENDER, i)).nuclei
+    lym = nuc["type"] == NUC_LYMPHOCYTE
+    assert lym.sum() > 20
+    ps = 8  # a small box around each nucleus centre
+    boxes = np.stack([nuc["cx"] - ps / 2, nuc["cy"] - ps / 2], 1).astype(int)
+    inside = foci[spec.slide_id].fraction_inside(boxes, ps, spec.mpp)
+    assert foci[spec.slide_id].label == "inflammation"
+    assert inside[lym].mean() > 0.9
+    assert inside[~lym].mean() < 0.2

@@ -276,14 +276,16 @@ def test_cohort_with_a_corrupt_and_an_mpp_less_slide_trains_and_evaluates(
     words = re.findall(r"[A-Za-z]+", (cohort / "vqa" / "train.json").read_text())
     llm = build_tiny_llm(tmp_path / "llm", sorted(set(words)), hidden=32, layers=1)
     sheet = pd.read_csv(cohort / "samples.csv")
-    good = sheet[~sheet.slide_id.isin(["demo_003", "demo_004"])]
+    # A test slide whose copy was cut short, a training slide without resolution.
+    cut = sorted(sheet.slide_id[sheet.split == "test"])[-1]
+    bare = sorted(sheet.slide_id[sheet.split == "train"])[-1]
+    good = sheet[~sheet.slide_id.isin([bare, cut])]
     rows = [f"{r.slide_id},{cohort / r.path},,{r.split}" for r in good.itertuples()]
-    # demo_004 (a test slide): the copy was cut short; demo_003 (training): no resolution.
-    full = (cohort / sheet.set_index("slide_id").path["demo_004"]).read_bytes()
-    corrupt = tmp_path / "demo_004.tiff"
+    full = (cohort / sheet.set_index("slide_id").path[cut]).read_bytes()
+    corrupt = tmp_path / f"{cut}.tiff"
     corrupt.write_bytes(full[: len(full) // 2])
-    nompp = make_slide("demo_003", 1024, 1024, mpp=None)
-    rows += [f"demo_004,{corrupt},,test", f"demo_003,{nompp},,train"]
+    nompp = make_slide(bare, 1024, 1024, mpp=None)
+    rows += [f"{cut},{corrupt},,test", f"{bare},{nompp},,train"]
     model = "{hidden_size: 32, num_layers: 1, num_heads: 2}"
     stage = "{epochs: 1, micro_batch_size: 2, zero_stage: 0, precision: fp32}"
     extra = (
@@ -306,24 +308,24 @@ def test_cohort_with_a_corrupt_and_an_mpp_less_slide_trains_and_evaluates(
     manifest = pd.read_csv(out / "manifest.csv")
     assert sorted(manifest.slide_id) == sorted(good.slide_id)
     failures = pd.read_csv(out / "failures.tsv", sep="\t").set_index("slide_id")
-    assert sorted(failures.index) == ["demo_003", "demo_004"]
-    assert failures.error["demo_003"] == "MissingMppError"
-    assert failures.error["demo_004"] in ("SlideOpenError", "SlideReadError")
+    assert sorted(failures.index) == sorted([bare, cut])
+    assert failures.error[bare] == "MissingMppError"
+    assert failures.error[cut] in ("SlideOpenError", "SlideReadError")
     assert (failures.job == "prepare_slide").all()
     assert (out / "training" / "stage3" / "model" / "config.json").is_file()
     metrics = json.loads((out / "evaluation" / "metrics.json").read_text())
-    assert {s["slide_id"] for s in metrics["excluded_slides"]} == {"demo_003", "demo_004"}
-    assert metrics["left_out"]["slides"] == ["demo_004"] and metrics["left_out"]["items"] > 0
+    assert {s["slide_id"] for s in metrics["excluded_slides"]} == {bare, cut}
+    assert metrics["left_out"]["slides"] == [cut] and metrics["left_out"]["items"] > 0
     report = (out / "evaluation" / "report.html").read_text()
     assert "2 slide(s) of the cohort were excluded" in report
-    assert "demo_003" in report and "demo_004" in report and "add an" in report
+    assert bare in report and cut in report and "add an" in report
 
-    # The sheet gets demo_003's mpp: its two jobs re-run, no other slide's.
-    rows[-1] = f"demo_003,{nompp},0.5,train"
+    # The sheet gets the bare slide's mpp: its two jobs re-run, no other slide's.
+    rows[-1] = f"{bare},{nompp},0.5,train"
     (work / "samples.csv").write_text("slide_id,path,mpp,split\n" + "\n".join(rows) + "\n")
     jobs = planned_jobs(snakemake(work, venv_path_env, "-n").stdout)
     assert {(r, s) for r, s in jobs if s is not None} == {
-        ("prepare_slide", "demo_003"),
-        ("extract_slide", "demo_003"),
+        ("prepare_slide", bare),
+        ("extract_slide", bare),
     }
     assert {"manifest", "tiling_summary"} <= {r for r, s in jobs if s is None}

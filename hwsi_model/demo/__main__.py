@@ -28,7 +28,12 @@ def _cmd_cohort(args: argparse.Namespace) -> None:
 
     try:
         sheet = generate_demo_cohort(
-            Path(args.outdir), n_slides=args.n_slides, seed=args.seed, scale=args.scale
+            Path(args.outdir),
+            n_slides=args.n_slides,
+            seed=args.seed,
+            scale=args.scale,
+            test_fraction=args.test_fraction,
+            val_fraction=args.val_fraction,
         )
     except ValueError as exc:  # a bad argument: one line, not a traceback
         raise HwsiError(str(exc)) from None
@@ -59,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-slides", type=int, default=24)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--scale", type=float, default=1.0, help="linear size factor (4 = large slides)")
+    p.add_argument("--test-fraction", type=float, default=0.25, help="of each class's slides")
+    p.add_argument("--val-fraction", type=float, default=0.125, help="of each class's slides")
     p.set_defaults(func=_cmd_cohort)
 
     p = sub.add_parser("llm", help="build the demo's tiny causal LM (training text only)")

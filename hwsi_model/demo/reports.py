@@ -5,9 +5,9 @@ Every sentence is derived from the ``facts`` dict produced by
 per 0.01 mm2, fractions in percent), so it is true for that slide at its scale. A seeded
 generator only varies the wording.
 
-Sentences are grouped by scale: ``slide`` (diagnosis, tissue pieces), ``region`` (extent
-and location of the lesion), ``patch`` (local architecture and density) and ``cell``
-(nucleus size, shape, chromatin).
+Sentences are grouped by scale: ``slide`` (diagnosis, tissue pieces), ``region`` (extent,
+side and location of the lesion, an inflammatory focus), ``patch`` (local architecture and
+density) and ``cell`` (nucleus size, shape, chromatin).
 """
 
 from __future__ import annotations
@@ -25,14 +25,34 @@ LESION_NAMES: dict[str, str] = {
     "low_grade": "Carcinoma",
     "high_grade": "Carcinoma",
 }
-SIZE_OPTIONS = ("Small (under 7.5 um)", "Medium (7.5 to 10.5 um)", "Large (over 10.5 um)")
+PIECE_OPTIONS = ("One", "Two", "Three")
+#: Mean lesional nucleus diameter (um) above which the closed question calls them enlarged.
+ENLARGED_NUCLEUS_UM = 9.0
 DENSE_PER_0_01MM2 = 22.0  # lesional nuclei per 0.01 mm2 at or above which we say "dense"
 MODERATE_PER_0_01MM2 = 14.0
 LETTERS = "ABCDEFGH"
+#: The scale at which each measured fact (``measure_slide``'s keys) is seen, and "slide" for
+#: the diagnosis; stored with every report record as ``fact_scales``.
+_SCALE_OF_FACTS = {
+    "slide": ("diagnosis", "mpp", "width_um", "height_um", "width_px", "height_px",
+              "n_tissue_pieces", "tissue_fraction_pct", "tissue_extent_mm"),
+    "region": ("lesion_fraction_pct", "lesion_location", "lesion_share_upper_pct",
+               "lesion_share_left_pct", "lesion_share_quadrant_pct", "lesion_side",
+               "inflammation_focus", "focus_location", "focus_diameter_um", "n_focus_nuclei"),
+    "patch": ("architecture", "n_glands", "gland_diameter_um_mean", "gland_gap_um_mean",
+              "stratified_pct", "n_lesion_nuclei", "lesion_nuclei_per_0.01mm2",
+              "stroma_nuclei_per_0.01mm2"),
+    "cell": ("lesion_nucleus_diameter_um_mean", "lesion_nucleus_diameter_um_p10",
+             "lesion_nucleus_diameter_um_p90", "lesion_nucleus_diameter_cv_pct",
+             "lesion_nucleus_area_um2_mean", "lesion_nucleus_eccentricity_mean", "nucleoli_pct",
+             "chromatin", "stroma_nucleus_length_um_mean", "stroma_nucleus_width_um_mean"),
+}  # fmt: skip
+FACT_SCALES: dict[str, str] = {k: sc for sc, keys in _SCALE_OF_FACTS.items() for k in keys}
 
 
 def size_class(mean_diameter_um: float) -> int:
-    """Index into ``SIZE_OPTIONS`` for a mean nucleus diameter in um."""
+    """0 small (under 7.5 um), 1 medium (7.5 to 10.5 um), 2 large, for a mean nucleus
+    diameter in um."""
     return 0 if mean_diameter_um < 7.5 else 1 if mean_diameter_um < 10.5 else 2
 
 
@@ -119,7 +139,27 @@ def _region_sentences(label: str, f: dict, rng: np.random.Generator) -> list[str
             ],
         )
     )
+    out.append(focus_sentence(f, rng))
     return out
+
+
+def focus_sentence(f: dict, rng: np.random.Generator) -> str:
+    """The region-scale finding of an inflammatory focus, or its absence."""
+    if not f.get("inflammation_focus"):
+        return _pick(
+            rng,
+            ["No inflammatory focus is seen.", "There is no focus of inflammation."],
+        )
+    where = {"upper": "top", "lower": "bottom"}[f["focus_location"]]
+    return _pick(
+        rng,
+        [
+            f"A focus of dense lymphocytic inflammation, about {f['focus_diameter_um']:.0f} um "
+            f"across, lies in the stroma towards the {where} of the tissue.",
+            f"The stroma towards the {where} of the tissue holds a focus of lymphocytic "
+            f"inflammation about {f['focus_diameter_um']:.0f} um across.",
+        ],
+    )
 
 
 def _patch_sentences(label: str, f: dict, rng: np.random.Generator) -> list[str]:
@@ -261,7 +301,8 @@ def key_terms(f: dict) -> list[str]:
 
 def build_report(slide_id: str, label: str, facts: dict, rng: np.random.Generator) -> dict:
     """Report record for one slide: ``slide_id``, ``label``, ``report`` (paragraph),
-    ``sentences`` ({"slide"|"region"|"patch"|"cell": [str]}), ``key_terms`` and ``facts``."""
+    ``sentences`` ({"slide"|"region"|"patch"|"cell": [str]}), ``key_terms``, ``facts`` and
+    ``fact_scales`` (the scale of each fact and of the diagnosis, :data:`FACT_SCALES`)."""
     sentences = {
         "slide": _slide_sentences(label, facts, rng),
         "region": _region_sentences(label, facts, rng),
@@ -278,6 +319,7 @@ def build_report(slide_id: str, label: str, facts: dict, rng: np.random.Generato
         "sentences": sentences,
         "key_terms": key_terms(facts),
         "facts": facts,
+        "fact_scales": {k: FACT_SCALES[k] for k in ("diagnosis", *facts)},
     }
 
 
@@ -349,65 +391,109 @@ def build_vqa_items(record: dict, rng: np.random.Generator) -> list[dict]:
     """WSI-Bench / LLaVA style items for one slide from its report ``record``.
 
     Closed items carry ``options`` (texts without letters) and ``answer`` = option letter;
-    open items carry the reference ``answer`` text.
+    open items carry the reference ``answer`` text. Every item names the ``fact`` it asks
+    about and that fact's ``scale`` (slide, region, patch, cell; ``mixed`` for reports).
+    The generator balances the closed answers within every class (see
+    :func:`hwsi_model.demo.cohort.plan_slides`); option orders are shuffled where they are
+    not a scale (yes/no, counts).
     """
     sid, label, f = record["slide_id"], record["label"], record["facts"]
-    items = []
-    order = [int(i) for i in rng.permutation(len(DIAGNOSIS_NAMES))]
-    names = list(DIAGNOSIS_NAMES)
-    options = [DIAGNOSIS_NAMES[names[i]] for i in order]
-    q = _pick(rng, ["What is the most likely diagnosis?", "Which diagnosis best fits this slide?"])
-    items.append(
-        _closed_item(sid, 0, "diagnosis", q, options, options.index(DIAGNOSIS_NAMES[label]))
-    )
+    items: list[dict] = []
 
-    if f["n_lesion_nuclei"]:
-        d = f["lesion_nucleus_diameter_um_mean"]
+    def closed(fact, scale, question, options, correct, why=""):
         items.append(
             _closed_item(
                 sid,
-                1,
-                "morphology",
-                "What is the typical size of the lesional nuclei?",
-                list(SIZE_OPTIONS),
-                size_class(d),
-                f"The mean nuclear diameter is about {d:.1f} um.",
+                len(items),
+                "diagnosis" if fact == "diagnosis" else "morphology",
+                question,
+                options,
+                correct,
+                why,
             )
+            | {"fact": fact, "scale": scale}
         )
-    dens = f["lesion_nuclei_per_0.01mm2"]
-    dense = dens >= DENSE_PER_0_01MM2
-    items.append(
-        _closed_item(
-            sid,
-            2,
-            "morphology",
-            "Are the lesional nuclei densely packed?",
-            ["Yes", "No"],
-            0 if dense else 1,
-            f"There are about {dens:.0f} lesional nuclei per 0.01 mm2.",
+
+    def shuffled(options: list[str], correct: str) -> tuple[list[str], int]:
+        order = [options[int(i)] for i in rng.permutation(len(options))]
+        return order, order.index(correct)
+
+    options, correct = shuffled(list(DIAGNOSIS_NAMES.values()), DIAGNOSIS_NAMES[label])
+    q = _pick(rng, ["What is the most likely diagnosis?", "Which diagnosis best fits this slide?"])
+    closed("diagnosis", "slide", q, options, correct)
+    n = f["n_tissue_pieces"]
+    if 1 <= n <= len(PIECE_OPTIONS):
+        closed(
+            "tissue_pieces",
+            "slide",
+            "How many separate tissue pieces are on the slide?",
+            list(PIECE_OPTIONS),
+            n - 1,
         )
-    )
     frac = f["lesion_fraction_pct"]
-    items.append(
-        _closed_item(
-            sid,
-            3,
-            "morphology",
-            "Does the lesion occupy more than half of the tissue area?",
-            ["Yes", "No"],
-            0 if frac > 50 else 1,
-            f"It occupies about {frac:.0f}% of the tissue.",
-        )
+    closed(
+        "lesion_extent",
+        "region",
+        "Does the lesion occupy more than half of the tissue area?",
+        ["Yes", "No"],
+        0 if frac > 50 else 1,
+        f"It occupies about {frac:.0f}% of the tissue.",
     )
+    if f.get("lesion_side"):
+        side = f"{f['lesion_side'].capitalize()} half"
+        options, correct = shuffled(["Left half", "Right half"], side)
+        closed(
+            "lesion_side",
+            "region",
+            "Does most of the lesion lie in the left or the right half of the tissue?",
+            options,
+            correct,
+        )
+    if "inflammation_focus" in f:
+        present = bool(f["inflammation_focus"])
+        closed(
+            "inflammation_focus",
+            "region",
+            "Is there a focus of inflammation in the stroma?",
+            ["Yes", "No"],
+            0 if present else 1,
+        )
+        if present:
+            where = f"{f['focus_location'].capitalize()} half"
+            options, correct = shuffled(["Upper half", "Lower half"], where)
+            closed(
+                "focus_location",
+                "region",
+                "In which half of the tissue is the focus of inflammation?",
+                options,
+                correct,
+            )
+    if f["n_lesion_nuclei"]:
+        d = f["lesion_nucleus_diameter_um_mean"]
+        closed(
+            "nuclei_enlarged",
+            "cell",
+            f"Are the lesional nuclei enlarged (mean diameter over {ENLARGED_NUCLEUS_UM:g} um)?",
+            ["Yes", "No"],
+            0 if d > ENLARGED_NUCLEUS_UM else 1,
+            f"The mean nuclear diameter is about {d:.1f} um.",
+        )
+
     scales = [str(s) for s in rng.choice(["cell", "patch", "region"], size=2, replace=False)]
-    for k, scale in enumerate(scales):
+    for scale in scales:
         answer = " ".join(record["sentences"][scale])
         items.append(
-            _open_item(sid, 4 + k, "morphology", _pick(rng, _OPEN_QUESTIONS[scale]), answer)
+            _open_item(sid, len(items), "morphology", _pick(rng, _OPEN_QUESTIONS[scale]), answer)
+            | {"fact": scale, "scale": scale}
         )
     items.append(
         _open_item(
-            sid, 6, "report", "Write a concise pathology report for this slide.", record["report"]
+            sid,
+            len(items),
+            "report",
+            "Write a concise pathology report for this slide.",
+            record["report"],
         )
+        | {"fact": "report", "scale": "mixed"}
     )
     return items

@@ -17,7 +17,7 @@ peak memory near one byte per level-0 pixel per full-resolution map.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy import ndimage
@@ -28,11 +28,12 @@ SLIDE_CLASSES: tuple[str, ...] = ("benign", "low_grade", "high_grade")
 BACKGROUND, STROMA, LESION_STROMA, EPITHELIUM, LUMEN = 0, 1, 2, 3, 4
 LESION_CODES = (LESION_STROMA, EPITHELIUM, LUMEN)
 # Nucleus types in the nucleus table.
-NUC_EPITHELIAL, NUC_STROMAL = 1, 2
+NUC_EPITHELIAL, NUC_STROMAL, NUC_LYMPHOCYTE = 1, 2, 3
 
 COARSE_UM = 4.0  # cell size of the low-frequency grids
 BAND_ROWS = 512  # rows rendered at a time
 NUCLEUS_GAP_UM = 0.5  # free margin kept around every nucleus so instances never touch
+_SHEET_TRIES = 8  # random positions tried per nucleus of a solid sheet
 
 # Stain optical-density vectors (R, G, B); eosin tuned towards a pink rather than magenta.
 _H_VEC = np.array([0.60, 0.75, 0.30], dtype=np.float32)
@@ -56,7 +57,9 @@ class NucleusStyle:
 class ClassStyle:
     """Architecture and nucleus parameters of one slide class; lengths in um."""
 
-    lesion_fraction: tuple[float, float]  # fraction of tissue area
+    # Range of the planned fraction of tissue area; the classes overlap on purpose (extent is
+    # a fact to read from the slide, not a function of the class).
+    lesion_fraction: tuple[float, float]
     nucleus: NucleusStyle
     architecture: str  # "glands" or "sheets"
     lumen_um: tuple[float, float] = (0.0, 0.0)  # mean lumen semi-axis range
@@ -73,7 +76,7 @@ class ClassStyle:
 
 CLASS_STYLES: dict[str, ClassStyle] = {
     "benign": ClassStyle(
-        lesion_fraction=(0.10, 0.20),
+        lesion_fraction=(0.12, 0.62),
         nucleus=NucleusStyle((6.5, 0.35), (5.6, 7.4), (1.0, 1.15), (0.95, 0.05), 0.10, "fine", 0.0),
         architecture="glands",
         lumen_um=(14.0, 24.0),
@@ -85,7 +88,7 @@ CLASS_STYLES: dict[str, ClassStyle] = {
         angle_jitter=0.08,
     ),
     "low_grade": ClassStyle(
-        lesion_fraction=(0.30, 0.45),
+        lesion_fraction=(0.20, 0.72),
         nucleus=NucleusStyle(
             (8.6, 0.6), (7.4, 10.0), (1.15, 1.6), (1.10, 0.07), 0.22, "slightly coarse", 0.0
         ),
@@ -100,7 +103,7 @@ CLASS_STYLES: dict[str, ClassStyle] = {
         angle_jitter=0.25,
     ),
     "high_grade": ClassStyle(
-        lesion_fraction=(0.55, 0.80),
+        lesion_fraction=(0.28, 0.80),
         nucleus=NucleusStyle(
             (11.5, 2.3), (8.0, 18.0), (1.05, 2.0), (1.40, 0.15), 0.38, "coarse", 0.5
         ),
@@ -114,17 +117,36 @@ CLASS_STYLES: dict[str, ClassStyle] = {
 SPINDLE_LENGTH_UM = (8.0, 13.0)
 SPINDLE_WIDTH_UM = (2.4, 3.4)
 SPINDLE_DENSITY = {STROMA: (3.0, 5.0), LESION_STROMA: (5.0, 8.0)}
+# Inflammatory focus: small round dark lymphocytes packed in a disc of stroma.
+LYMPHOCYTE_DIAMETER_UM = (4.5, 6.0)
+LYMPHOCYTE_DENSITY = 110.0  # target nuclei per 0.01 mm2 inside the focus
+FOCUS_RADIUS_UM = (45.0, 70.0)
+FOCUS_MIN_RADIUS_UM = 25.0
 
 
 @dataclass(frozen=True)
 class SlideSpec:
-    """Physical description of one slide; ``mpp`` in um/px, sizes in um (integers)."""
+    """Physical description of one slide and the facts planned for it.
+
+    ``mpp`` in um/px, sizes in um (integers). The planned facts vary within a class, so a
+    model must read the slide to answer about them (the measured facts of the render are the
+    ground truth; a plan is only a target): ``n_pieces`` tissue pieces (1-3);
+    ``lesion_fraction`` of the tissue area; ``lesion_side`` ("left"/"right"), the half of the
+    tissue the lesion grows from; ``nucleus_diameter_um``, the mean equivalent diameter of the
+    lesional nuclei (None: the class default); ``focus`` ("upper"/"lower"), the half of the
+    tissue holding a focus of inflammation, or None for none.
+    """
 
     slide_id: str
     label: str
     mpp: float
     width_um: int
     height_um: int
+    n_pieces: int = 1
+    lesion_fraction: float = 0.3
+    lesion_side: str = "left"
+    nucleus_diameter_um: float | None = None
+    focus: str | None = None
 
     @property
     def width_px(self) -> int:
@@ -146,6 +168,7 @@ class SlideRender:
     (see module constants). nuclei: dict of 1-D arrays of length n (centre ``cy``/``cx``
     in level-0 px, ``type``, semi-axes ``a_um``/``b_um``, ``angle`` rad, ``layer``,
     ``nucleolus``). glands: list of (cy_um, cx_um, lumen_a_um, lumen_b_um, outer_um).
+    focus: the inflammatory focus's disc (centre and radius in um), None without one.
     """
 
     spec: SlideSpec
@@ -155,6 +178,7 @@ class SlideRender:
     nuclei: dict[str, np.ndarray]
     n_pieces: int
     glands: list[tuple[float, float, float, float, float]] = field(default_factory=list)
+    focus: tuple[float, float, float] | None = None  # (cy_um, cx_um, radius_um) or None
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -308,14 +332,14 @@ def _coarse_centres(spec: SlideSpec) -> tuple[np.ndarray, np.ndarray]:
 
 
 def tissue_field(spec: SlideSpec, rng: np.random.Generator) -> tuple[np.ndarray, int]:
-    """Coarse signed tissue field (>0 inside tissue) with 1-3 separate pieces.
+    """Coarse signed tissue field (>0 inside tissue) with ``spec.n_pieces`` separate pieces.
 
     Each piece is an ellipse with a smooth harmonic perturbation of its radius, placed in
     its own slot along the slide's long axis; the slot margins guarantee the pieces never
     touch. Returns (float32 (gh, gw) field, number of pieces).
     """
     yc, xc = _coarse_centres(spec)
-    n = int(rng.integers(1, 4))
+    n = int(spec.n_pieces)
     horizontal = spec.width_um >= spec.height_um
     long_len, short_len = (
         (spec.width_um, spec.height_um) if horizontal else (spec.height_um, spec.width_um)
@@ -349,14 +373,28 @@ def lesion_field(
 ) -> np.ndarray:
     """Coarse signed lesion field (>0 in lesion) covering ``fraction`` of the tissue.
 
-    Tissue is divided into blocks of 250-500 um; blocks near a random lesion centre score
-    higher. The block scores are smoothed, roughened with noise, and thresholded at the
-    tissue quantile that yields the requested fraction. Returns float32 (gh, gw).
+    Tissue is divided into blocks of 250-500 um; blocks near a lesion centre score higher.
+    The centre is a random tissue point in the outer quarter of the tissue's bounding box on
+    ``spec.lesion_side``, so the lesion grows from that side. The block scores are smoothed,
+    roughened with noise, and thresholded at the tissue quantile that yields the requested
+    fraction. Returns float32 (gh, gw).
     """
     yc, xc = _coarse_centres(spec)
     block = rng.uniform(250.0, 500.0)
     inside = tissue > 0
-    ti = np.flatnonzero(inside)
+    cols = np.flatnonzero(inside.any(axis=0))
+    c0, c1 = int(cols[0]), int(cols[-1]) + 1
+    quarter = max((c1 - c0) // 4, 1)
+    side = np.zeros_like(inside)
+    if spec.lesion_side == "left":
+        side[:, c0 : c0 + quarter] = True
+    elif spec.lesion_side == "right":
+        side[:, c1 - quarter : c1] = True
+    else:
+        raise ValueError(f"lesion_side must be 'left' or 'right', got {spec.lesion_side!r}")
+    ti = np.flatnonzero(inside & side)
+    if ti.size == 0:
+        ti = np.flatnonzero(inside)
     pick = ti[rng.integers(0, ti.size)]
     cy, cx = yc[pick // inside.shape[1], 0], xc[0, pick % inside.shape[1]]
     by, bx = (yc // block + 0.5) * block, (xc // block + 0.5) * block  # block centres
@@ -521,25 +559,36 @@ def place_gland_nuclei(
 def place_sheet_nuclei(canvas: _NucleusCanvas, style: ClassStyle, rng: np.random.Generator) -> None:
     """Random sequential adsorption of pleomorphic nuclei filling the lesion (solid sheets).
 
-    Candidates are tried largest first, which packs denser than random order.
+    The target number of nuclei is drawn first and placed largest first (denser than random
+    order), each at up to :data:`_SHEET_TRIES` random positions; trying sizes, not
+    candidates, keeps the placed nuclei's size distribution close to the drawn one.
     """
     ns = style.nucleus
     area_um2 = np.count_nonzero(canvas.code == EPITHELIUM) * canvas.mpp**2
     target = int(style.sheet_density * area_um2 / 1e4)
-    n_cand = 6 * target
-    cy, cx = _sample_in_codes(canvas.code, (EPITHELIUM,), n_cand, rng)
-    a_um, b_um = _lesion_nucleus_shape(ns, rng, cy.size)
+    a_um, b_um = _lesion_nucleus_shape(ns, rng, target)
+    nucleoli = rng.uniform(size=target) < ns.nucleoli
+    cy, cx = _sample_in_codes(canvas.code, (EPITHELIUM,), _SHEET_TRIES * target, rng)
     ang = rng.uniform(0, math.pi, cy.size)
-    nucleoli = rng.uniform(size=cy.size) < ns.nucleoli
-    order = np.argsort(-(a_um * b_um), kind="stable")
     allowed = _allowed(EPITHELIUM)
-    placed = 0
-    for i in order:
-        if placed >= target:
-            break
-        placed += canvas.try_place(
-            cy[i], cx[i], a_um[i], b_um[i], ang[i], allowed, NUC_EPITHELIAL, 0, bool(nucleoli[i])
-        )
+    j = 0
+    for i in np.argsort(-(a_um * b_um), kind="stable"):
+        for _ in range(_SHEET_TRIES):
+            if j >= cy.size:
+                return
+            j += 1
+            if canvas.try_place(
+                cy[j - 1],
+                cx[j - 1],
+                a_um[i],
+                b_um[i],
+                ang[j - 1],
+                allowed,
+                NUC_EPITHELIAL,
+                0,
+                bool(nucleoli[i]),
+            ):
+                break
 
 
 def place_stromal_nuclei(
@@ -574,6 +623,82 @@ def place_stromal_nuclei(
             placed += canvas.try_place(
                 cy[i], cx[i], length[i] / 2, width[i] / 2, ang[i], allowed, NUC_STROMAL
             )
+
+
+def place_focus(
+    canvas: _NucleusCanvas,
+    spec: SlideSpec,
+    tissue: np.ndarray,
+    lesion: np.ndarray,
+    rng: np.random.Generator,
+) -> tuple[float, float, float] | None:
+    """Pack a disc of stroma on the ``spec.focus`` half of the tissue with lymphocytes.
+
+    The disc (radius from :data:`FOCUS_RADIUS_UM`, shrunk down to
+    :data:`FOCUS_MIN_RADIUS_UM` where the stroma is thin) is centred in stroma at least
+    0.8 radius from lesion and background. Returns (cy_um, cx_um, radius_um), or None when no
+    stroma on that half is wide enough (the slide then has no focus).
+    """
+    stroma = (tissue > 0) & ~(lesion > 0)
+    dist = ndimage.distance_transform_edt(stroma) * COARSE_UM
+    rows = np.flatnonzero((tissue > 0).any(axis=1))
+    mid = (int(rows[0]) + int(rows[-1]) + 1) / 2
+    half = np.zeros_like(stroma)
+    if spec.focus == "upper":
+        half[: int(mid)] = True
+    else:
+        half[math.ceil(mid) :] = True
+    radius = rng.uniform(*FOCUS_RADIUS_UM)
+    while radius >= FOCUS_MIN_RADIUS_UM:
+        cand = np.flatnonzero(half & (dist >= 0.8 * radius))
+        if cand.size:
+            iy, ix = divmod(int(cand[rng.integers(0, cand.size)]), stroma.shape[1])
+            cy_um, cx_um = (iy + 0.5) * COARSE_UM, (ix + 0.5) * COARSE_UM
+            break
+        radius *= 0.8
+    else:
+        return None
+    mpp = canvas.mpp
+    n_target = int(LYMPHOCYTE_DENSITY * math.pi * radius**2 / 1e4)
+    n_cand = 4 * n_target
+    # Uniform in the disc (sqrt for area), a little denser towards the centre.
+    r = radius * rng.uniform(0, 1, n_cand) ** 0.6
+    t = rng.uniform(0, 2 * math.pi, n_cand)
+    d = rng.uniform(*LYMPHOCYTE_DIAMETER_UM, n_cand)
+    asp = rng.uniform(1.0, 1.12, n_cand)
+    allowed = _allowed(STROMA, LESION_STROMA)
+    placed = 0
+    for i in range(n_cand):
+        if placed >= n_target:
+            break
+        placed += canvas.try_place(
+            (cy_um + r[i] * math.sin(t[i])) / mpp - 0.5,
+            (cx_um + r[i] * math.cos(t[i])) / mpp - 0.5,
+            d[i] / 2 * math.sqrt(asp[i]),
+            d[i] / 2 / math.sqrt(asp[i]),
+            float(rng.uniform(0, math.pi)),
+            allowed,
+            NUC_LYMPHOCYTE,
+        )
+    return (cy_um, cx_um, radius) if placed else None
+
+
+def slide_style(spec: SlideSpec) -> ClassStyle:
+    """The class's style with the slide's planned nucleus size (sd, clip and gland epithelium
+    scale with it)."""
+    style = CLASS_STYLES[spec.label]
+    if spec.nucleus_diameter_um is None:
+        return style
+    ns = style.nucleus
+    k = spec.nucleus_diameter_um / ns.diameter_um[0]
+    nucleus = replace(
+        ns,
+        diameter_um=(spec.nucleus_diameter_um, ns.diameter_um[1] * k),
+        diameter_clip_um=(ns.diameter_clip_um[0] * k, ns.diameter_clip_um[1] * k),
+    )
+    # Gland epithelium thickens with its nuclei, or large nuclei would not fit in the ring.
+    ring = tuple(r * max(k, 1.0) for r in style.ring_um)
+    return replace(style, nucleus=nucleus, ring_um=ring)
 
 
 # ----------------------------------------------------------------------------- colour
@@ -700,9 +825,9 @@ def render_slide(spec: SlideSpec, rng: np.random.Generator) -> SlideRender:
     Returns a :class:`SlideRender` whose arrays have the level-0 shape
     (``spec.height_px``, ``spec.width_px``).
     """
-    style = CLASS_STYLES[spec.label]
+    style = slide_style(spec)
     tissue, n_pieces = tissue_field(spec, rng)
-    lesion = lesion_field(spec, tissue, rng.uniform(*style.lesion_fraction), rng)
+    lesion = lesion_field(spec, tissue, spec.lesion_fraction, rng)
     sheets = style.architecture == "sheets"
     code = build_code_map(spec, tissue, lesion, EPITHELIUM if sheets else LESION_STROMA)
     glands: list = []
@@ -716,6 +841,7 @@ def render_slide(spec: SlideSpec, rng: np.random.Generator) -> SlideRender:
         place_sheet_nuclei(canvas, style, rng)
     else:
         place_gland_nuclei(canvas, glands, style, rng)
+    focus = place_focus(canvas, spec, tissue, lesion, rng) if spec.focus else None
     place_stromal_nuclei(canvas, spec, fibre_angle_map(tex), rng)
     nuclei = canvas.table()
 
@@ -725,6 +851,8 @@ def render_slide(spec: SlideSpec, rng: np.random.Generator) -> SlideRender:
     epi = nuclei["type"] == NUC_EPITHELIAL
     nuc_stain[1:][epi] = rng.normal(*style.nucleus.stain, int(epi.sum()))
     nuc_stain[1:][~epi] = rng.normal(1.05, 0.06, int((~epi).sum()))
+    lym = nuclei["type"] == NUC_LYMPHOCYTE
+    nuc_stain[1:][lym] = rng.normal(1.6, 0.08, int(lym.sum()))  # dense, dark chromatin
     nucleoli = _paint_nucleoli(canvas.labels, nuclei, spec.mpp)
 
     rgb = np.empty((spec.height_px, spec.width_px, 3), dtype=np.uint8)
@@ -734,7 +862,7 @@ def render_slide(spec: SlideSpec, rng: np.random.Generator) -> SlideRender:
             spec, style, tex, code[r0:r1], canvas.labels[r0:r1], nuc_stain, nucleoli[r0:r1], r0, rng
         )
     gland_list = [(cy, cx, la, lb, la + ring) for cy, cx, la, lb, _psi, ring in glands]
-    return SlideRender(spec, rgb, canvas.labels, code, nuclei, n_pieces, gland_list)
+    return SlideRender(spec, rgb, canvas.labels, code, nuclei, n_pieces, gland_list, focus)
 
 
 # ----------------------------------------------------------------------------- measurement
@@ -818,6 +946,12 @@ def measure_slide(render: SlideRender) -> dict:
         d -= g[:, None, 2] + g[None, :, 2]
         np.fill_diagonal(d, np.inf)
         gap = d.min(axis=1)
+    lym = nuc["type"] == NUC_LYMPHOCYTE
+    focus_location = None
+    if render.focus is not None:
+        # Tissue bounding-box middle in um (rows of the 4 um subsample).
+        mid_um = (rows.min() + rows.max() + 1) / 2 * step * spec.mpp
+        focus_location = "upper" if render.focus[0] < mid_um else "lower"
     facts = {
         "mpp": spec.mpp,
         "width_um": spec.width_um,
@@ -832,6 +966,11 @@ def measure_slide(render: SlideRender) -> dict:
         "lesion_share_upper_pct": 100 * shares["upper"],
         "lesion_share_left_pct": 100 * shares["left"],
         "lesion_share_quadrant_pct": 100 * max(v for k, v in shares.items() if " " in k),
+        "lesion_side": "left" if shares["left"] >= 0.5 else "right",
+        "inflammation_focus": render.focus is not None,
+        "focus_location": focus_location,
+        "focus_diameter_um": 2 * render.focus[2] if render.focus is not None else 0.0,
+        "n_focus_nuclei": int(lym.sum()),
         "architecture": style.architecture,
         "n_glands": len(glands),
         "gland_diameter_um_mean": stat(np.array([2 * g[4] for g in glands]), np.mean),

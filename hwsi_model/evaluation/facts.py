@@ -12,6 +12,9 @@ fact                    scale    kind         ground truth (a slide's ``facts``,
 ``tissue_pieces``       slide    number       ``n_tissue_pieces``
 ``lesion_extent_pct``   region   number       ``lesion_fraction_pct`` (% of the tissue area)
 ``lesion_location``     region   category     ``lesion_location`` (a quadrant, a half, diffuse)
+``inflammation_focus``  region   category     ``inflammation_focus`` (present, absent)
+``focus_location``      region   category     ``focus_location`` (upper, lower: towards the top
+                                              or bottom of the tissue)
 ``architecture``        patch    category     ``architecture`` (glands, sheets)
 ``lesion_density``      patch    category     ``lesion_nuclei_per_0.01mm2`` in words
 ``lesion_density_n``    patch    number       ``lesion_nuclei_per_0.01mm2``
@@ -133,6 +136,17 @@ FACTS: tuple[FactSpec, ...] = (
          (r"\bleft half\b", "left"), (r"\bright half\b", "right"),
          (r"without a predominant side|\bdiffuse(?:ly)?\b", "diffuse")),
         _key("lesion_location"),
+    ),
+    FactSpec(
+        "inflammation_focus", "region", "category",
+        ((r"\bno (?:inflammatory focus|focus of (?:[a-z]+ )*?inflammation)\b", "absent"),
+         (r"\b(?:a|an) (?:focus of (?:[a-z]+ )*?inflammation|inflammatory focus)\b", "present")),
+        _key("inflammation_focus", lambda v: "present" if v else "absent"),
+    ),
+    FactSpec(
+        "focus_location", "region", "category",
+        ((r"\btowards the top\b", "upper"), (r"\btowards the bottom\b", "lower")),
+        _key("focus_location"),
     ),
     FactSpec(
         "architecture", "patch", "category",

@@ -147,3 +147,34 @@ def test_the_generators_reports_read_back_as_their_ground_truth(cohort) -> None:
         assert s.correct["tissue_pieces"]
         n += 1
     assert n == 6
+
+
+def test_the_inflammatory_focus_read_right_wrong_and_contradictory() -> None:
+    """The region-scale focus: present / absent and where, never confused with the lesion's
+    location (the focus is said to lie "towards the top/bottom", the lesion in a half)."""
+    truth = slide_truth(
+        HIGH | {"inflammation_focus": True, "focus_location": "lower"}, "high_grade"
+    )
+    right = (
+        "It lies predominantly in the right half of the tissue. A focus of dense lymphocytic "
+        "inflammation, about 90 um across, lies in the stroma towards the bottom of the tissue."
+    )
+    s = score_text(right, truth)
+    assert s.correct["inflammation_focus"] and s.correct["focus_location"]
+    assert s.correct["lesion_location"] and not s.contradicts
+
+    wrong = "The stroma towards the top of the tissue holds a focus of lymphocytic inflammation."
+    s = score_text(wrong, truth)
+    assert s.correct["inflammation_focus"] and not s.correct["focus_location"] and s.contradicts
+
+    missed = score_text("No inflammatory focus is seen.", truth)
+    assert missed.stated["inflammation_focus"] and not missed.correct["inflammation_focus"]
+    assert not missed.stated["focus_location"]
+
+    both = "A focus of inflammation lies towards the top. There is no focus of inflammation."
+    assert parse_facts(both)["inflammation_focus"] == ["present", "absent"]
+    assert score_text(both, truth).contradicts
+
+    none = slide_truth(HIGH | {"inflammation_focus": False, "focus_location": None}, "high_grade")
+    s = score_text("There is no focus of inflammation.", none)
+    assert s.correct["inflammation_focus"] and not s.contradicts
