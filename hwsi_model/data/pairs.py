@@ -67,6 +67,7 @@ class TrainBatch:
     slide_ids: list[str]
     questions: list[str]
     answers: list[str]
+    histories: list[list[tuple[str, str]]]
     views: list[TextViews] | None
     items: list[InstructionItem | None]
 
@@ -140,6 +141,7 @@ def collate_examples(examples: list[Example]) -> TrainBatch:
         slide_ids=[e.slide.slide_id for e in examples],
         questions=[e.item.question if e.item else "" for e in examples],
         answers=[e.item.answer if e.item else (e.report or "") for e in examples],
+        histories=[e.item.history if e.item else [] for e in examples],
         views=views if all(v is not None for v in views) else None,
         items=[e.item for e in examples],
     )

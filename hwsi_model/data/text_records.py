@@ -22,8 +22,10 @@ Every reader returns plain records joined later to the cohort manifest by ``slid
                       ``T-answer`` (reference), ``metadata`` (task)
   ==================  ======================================================================
 
-Multi-turn conversations become one item per (human, gpt) turn, each with the slide. The
-``<image>`` placeholder is removed from the question text: the model's prompt puts it back.
+Multi-turn conversations become one item per (human, gpt) turn, each with the slide and the
+earlier turns (``history``); training takes each conversation once (:func:`whole_conversations`,
+loss on every assistant turn), evaluation answers turn by turn. The ``<image>`` placeholder is
+removed from the question text: the model's prompt puts it back.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from __future__ import annotations
 import csv
 import json
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,7 +62,9 @@ class InstructionItem:
     """One question-answer turn about a slide.
 
     ``options`` are the choice texts (without letters) of a closed question and ``answer_letter``
-    the correct letter; ``answer`` is the target text the LLM learns to produce.
+    the correct letter; ``answer`` is the target text the LLM learns to produce. A turn of a
+    multi-turn conversation carries the earlier turns as ``history`` ((question, answer) pairs)
+    and the conversation's id as ``conversation``.
     """
 
     slide_id: str
@@ -71,10 +75,27 @@ class InstructionItem:
     task: str = ""
     options: list[str] = field(default_factory=list)
     answer_letter: str | None = None
+    history: list[tuple[str, str]] = field(default_factory=list)
+    conversation: str = ""
 
     @property
     def is_closed(self) -> bool:
         return self.question_type == "closed" and bool(self.options)
+
+
+def whole_conversations(items: Sequence[InstructionItem]) -> list[InstructionItem]:
+    """One item per conversation for training: the last turn of each (its ``history`` holds
+    the others, so every assistant turn is trained once); single turns stay as they are."""
+    last: dict[tuple[str, str], int] = {}
+    for it in items:
+        if it.conversation:
+            key = (it.slide_id, it.conversation)
+            last[key] = max(last.get(key, 0), len(it.history))
+    return [
+        it
+        for it in items
+        if not it.conversation or len(it.history) == last[(it.slide_id, it.conversation)]
+    ]
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -188,6 +209,7 @@ def read_wsibench(path: str | Path) -> list[InstructionItem]:
         ]
         if not turns:
             raise DataFormatError(f"{path}: record {rec.get('id')!r} has no human/gpt turn")
+        history: list[tuple[str, str]] = []
         for t, (question, answer) in enumerate(turns):
             q = strip_image_tag(question)
             options = list(rec.get("options") or []) if t == 0 else []
@@ -209,8 +231,11 @@ def read_wsibench(path: str | Path) -> list[InstructionItem]:
                     task=str(rec.get("task") or ""),
                     options=options,
                     answer_letter=letter,
+                    history=list(history),
+                    conversation=str(rec.get("id", sid)) if len(turns) > 1 else "",
                 )
             )
+            history.append((q, answer.strip()))
     return items
 
 

@@ -85,6 +85,7 @@ def answer_items(
                 batch.slides,
                 batch.questions,
                 max_new_tokens=cfg.max_new_tokens[group],
+                histories=batch.histories,
                 num_beams=cfg.num_beams,
             )
             for i, text in zip(part, texts, strict=True):

@@ -449,12 +449,18 @@ class HWSIModel(nn.Module):
 
     @torch.no_grad()
     def generate(
-        self, batch: SlideBatch, questions: Sequence[str], max_new_tokens: int = 128, **kwargs
+        self,
+        batch: SlideBatch,
+        questions: Sequence[str],
+        max_new_tokens: int = 128,
+        histories: Sequence[Sequence[tuple[str, str]]] | None = None,
+        **kwargs,
     ) -> list[str]:
-        """Answer one question per slide; greedy by default (pass ``num_beams`` for beam search)."""
+        """Answer one question per slide (after its conversation's earlier turns, ``histories``);
+        greedy by default (pass ``num_beams`` for beam search)."""
         proc = self._require_llm()
         device = self.device
-        enc = {k: v.to(device) for k, v in proc(questions).items()}
+        enc = {k: v.to(device) for k, v in proc(questions, histories=histories).items()}
         visual, _ = self.llm_visual_inputs(batch.to(device))
         embeds, mask, _ = self.build_inputs(
             enc["input_ids"], enc["attention_mask"], visual, padding_side="left"

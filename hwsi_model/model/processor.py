@@ -6,6 +6,14 @@ template (``USER: ... ASSISTANT: `` when it has none); the answer follows, token
 then EOS. Only the answer tokens carry labels. The model (stages 2-3, generation), training and
 the demo LLM's text-only pretraining all build their token ids here, so the layout cannot drift
 between them.
+
+A multi-turn conversation (``history``: the earlier (question, answer) turns) is laid out turn
+by turn: each turn's prompt text is what the chat template adds for that user turn (the
+rendering of the conversation so far with the new user turn and the generation prompt, minus
+the rendering without it), its answer follows as above. The placeholder stands in the first
+user turn only. Training puts labels on every assistant answer; a prompt to generate turn k
+from is the same token ids up to where answer k starts, so training and evaluation read the
+conversation identically.
 """
 
 from __future__ import annotations
@@ -50,18 +58,47 @@ class HWSIProcessor:
     def eos_token_id(self) -> int:
         return int(self.tokenizer.eos_token_id)
 
-    def format_prompt(self, question: str, with_image: bool = True) -> str:
-        """The prompt text up to where the answer starts (generation prompt included)."""
-        content = f"{self.placeholder}\n{question}" if with_image else question
-        messages = []
-        if self.system_prompt:
-            messages.append({"role": "system", "content": self.system_prompt})
-        messages.append({"role": "user", "content": content})
-        if getattr(self.tokenizer, "chat_template", None):
-            return self.tokenizer.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=True
+    def format_prompt(
+        self,
+        question: str,
+        with_image: bool = True,
+        history: Sequence[tuple[str, str]] = (),
+    ) -> str:
+        """The prompt text up to where the answer starts (generation prompt included); with a
+        ``history``, the whole conversation as the chat template renders it."""
+        return "".join(self._turn_prompts([*history, (question, "")], with_image))
+
+    def _messages(self, turns: Sequence[tuple[str, str]], with_image: bool) -> list[dict]:
+        msgs = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+        for k, (q, a) in enumerate(turns):
+            content = f"{self.placeholder}\n{q}" if with_image and k == 0 else q
+            msgs += [{"role": "user", "content": content}, {"role": "assistant", "content": a}]
+        return msgs
+
+    def _turn_prompts(self, turns: Sequence[tuple[str, str]], with_image: bool) -> list[str]:
+        """Per turn, the prompt text the chat template puts before its answer (the answers
+        themselves are not included; a later prompt starts after the previous answer)."""
+        tmpl = getattr(self.tokenizer, "chat_template", None)
+        out: list[str] = []
+        prev = ""
+        for k in range(len(turns)):
+            msgs = self._messages(turns[: k + 1], with_image)[:-1]  # up to user turn k
+            if not tmpl:
+                content = msgs[-1]["content"]
+                out.append(f"{'' if k == 0 else chr(10)}USER: {content}\nASSISTANT: ")
+                continue
+            full = self.tokenizer.apply_chat_template(
+                msgs, tokenize=False, add_generation_prompt=True
             )
-        return f"USER: {content}\nASSISTANT: "
+            # The answer of turn k - 1 and the template's end-of-turn text precede this prompt;
+            # the answer is tokenised apart (then EOS), so only what follows it is kept here.
+            cut = len(prev) if full.startswith(prev) else _common_prefix(full, prev)
+            out.append(full[cut:])
+            if k + 1 < len(turns):
+                prev = self.tokenizer.apply_chat_template(
+                    self._messages(turns[: k + 1], with_image), tokenize=False
+                )
+        return out
 
     def encode(
         self,
@@ -69,6 +106,7 @@ class HWSIProcessor:
         answer: str | None = None,
         with_image: bool = True,
         max_tokens: int | None = None,
+        history: Sequence[tuple[str, str]] = (),
     ) -> tuple[list[int], list[int]]:
         """Token ids and labels of one example.
 
@@ -77,24 +115,32 @@ class HWSIProcessor:
                 in text-only pretraining), which then carries labels everywhere.
             answer: the target text (tokenised apart from the prompt, then EOS); ``None`` for a
                 prompt to generate from.
-            with_image: put the placeholder before the question (``False`` for text only).
+            with_image: put the placeholder before the (first) question (``False`` for text
+                only).
             max_tokens: cut the sequence to this many tokens, keeping the final EOS.
+            history: earlier (question, answer) turns of the conversation; their answers carry
+                labels too (loss on every assistant turn).
 
         Returns:
-            ``(ids, labels)``: ``labels`` is ``IGNORE_INDEX`` on the prompt.
+            ``(ids, labels)``: ``labels`` is ``IGNORE_INDEX`` on the prompts.
         """
         tok = self.tokenizer
         ids: list[int] = []
+        labels: list[int] = []
         if question is not None:
-            ids = tok(self.format_prompt(question, with_image), add_special_tokens=False)[
-                "input_ids"
-            ]
+            turns = [*history, (question, answer)]
+            prompts = self._turn_prompts([(q, a or "") for q, a in turns], with_image)
+            for (_, a), prompt in zip(turns, prompts, strict=True):
+                p = tok(prompt, add_special_tokens=False)["input_ids"]
+                ids, labels = ids + p, labels + [IGNORE_INDEX] * len(p)
+                if a is not None:
+                    ans = tok(a, add_special_tokens=False)["input_ids"] + [self.eos_token_id]
+                    ids, labels = ids + ans, labels + ans
             if with_image and ids.count(self.placeholder_id) != 1:
                 raise ValueError("the prompt must contain the placeholder exactly once")
-        labels = [IGNORE_INDEX] * len(ids)
-        if answer is not None:
-            ans = tok(answer, add_special_tokens=False)["input_ids"] + [self.eos_token_id]
-            ids, labels = ids + ans, labels + ans
+        elif answer is not None:
+            ids = tok(answer, add_special_tokens=False)["input_ids"] + [self.eos_token_id]
+            labels = list(ids)
         if max_tokens is not None and len(ids) > max_tokens:
             ids = [*ids[: max_tokens - 1], ids[-1]]
             labels = [*labels[: max_tokens - 1], labels[-1]]
@@ -113,17 +159,24 @@ class HWSIProcessor:
         return out
 
     def __call__(
-        self, questions: Sequence[str], answers: Sequence[str] | None = None
+        self,
+        questions: Sequence[str],
+        answers: Sequence[str] | None = None,
+        histories: Sequence[Sequence[tuple[str, str]]] | None = None,
     ) -> dict[str, Tensor]:
         """Tokenise prompts (and answers) into right-padded ``[B, T]`` tensors.
 
+        ``histories``: per row, the earlier turns of its conversation (default none).
         Returns ``input_ids``, ``attention_mask`` and, with answers, ``labels``: the answer ids
-        plus EOS, -100 on the prompt and padding.
+        plus EOS (of every turn), -100 on the prompts and padding.
         """
         rows, labels = [], []
         for i, q in enumerate(questions):
+            history = histories[i] if histories is not None else ()
             try:
-                ids, lab = self.encode(q, answers[i] if answers is not None else None)
+                ids, lab = self.encode(
+                    q, answers[i] if answers is not None else None, history=history
+                )
             except ValueError as exc:
                 raise ValueError(f"prompt {i}: {exc}") from None
             rows.append(ids)
@@ -133,3 +186,12 @@ class HWSIProcessor:
     def decode(self, ids: Tensor) -> list[str]:
         """Generated ids ``[B, T]`` to text (special tokens dropped)."""
         return self.tokenizer.batch_decode(ids, skip_special_tokens=True)
+
+
+def _common_prefix(a: str, b: str) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n

@@ -35,6 +35,7 @@ from hwsi_model.data.text_records import (
     read_instructions,
     read_reports,
     report_items,
+    whole_conversations,
 )
 from hwsi_model.model.configuration import HWSIConfig
 from hwsi_model.training.engine import TrainResult, train_stage
@@ -77,6 +78,7 @@ def build_datasets(
         if not instructions:
             raise ValueError("stage 3 needs instruction files (--instructions)")
         items = [it for f in instructions for it in read_instructions(f, instruction_format)]
+        items = whole_conversations(items)  # a conversation once, loss on every answer
 
     def dataset(split: str) -> PairDataset | None:
         split_rows = [r for r in rows if r.split == split]

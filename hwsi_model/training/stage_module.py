@@ -75,7 +75,10 @@ class StageModule(nn.Module):
         if self.stage == 1:
             return self.model.alignment_losses(slides, text=self._stage1_text(batch))
         enc = {
-            k: v.to(device) for k, v in self.model.processor(batch.questions, batch.answers).items()
+            k: v.to(device)
+            for k, v in self.model.processor(
+                batch.questions, batch.answers, batch.histories
+            ).items()
         }
         views = batch.views if self.aux else None
         return self.model(slides, **enc, views=views)
