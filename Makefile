@@ -10,7 +10,7 @@ export DS_BUILD_OPS := 0
 # Never reach for a model hub at run time.
 export HF_HUB_OFFLINE := 1
 
-.PHONY: demo test lint format install clean-demo
+.PHONY: demo test lint format install clean-demo bench-learning
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,10 @@ format: $(VENV)/.installed
 
 test: lint
 	PATH="$(BIN):$$PATH" $(BIN)/python -m pytest
+
+# The learning benchmark (benchmarks/bench_learning.py; not in CI): about 90 min on 2 cores.
+bench-learning: $(VENV)/.installed
+	PATH="$(BIN):$$PATH" $(BIN)/python benchmarks/bench_learning.py
 
 clean-demo:
 	rm -rf demo/results demo/cohort .snakemake

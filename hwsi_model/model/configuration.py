@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from hwsi_model.atomic import write_text_atomic
+from hwsi_model.devices import LLM_DTYPES
 
 #: The four scales, fine to coarse. Text analogues: word, phrase, sentence, paragraph.
 SCALES: tuple[str, ...] = ("cell", "patch", "region", "wsi")
@@ -160,8 +161,9 @@ class HWSIConfig:
     text_encoder_path: str | None = None
     text_pooling: str = "mean"
     text_max_length: int = 128
-    #: ``"float32"``, ``"bfloat16"`` or ``"float16"`` for the LLM weights.
-    llm_dtype: str = "float32"
+    #: The LLM weights' dtype: ``"auto"`` (bfloat16 on a CUDA device with bf16, float32 on the
+    #: CPU; training takes its stage's precision), ``"float32"``, ``"bfloat16"``, ``"float16"``.
+    llm_dtype: str = "auto"
     #: Placeholder in the prompt replaced by the visual token groups.
     placeholder: str = "<image>"
     #: Scales sent to the LLM, in this order (each a group with its scale-type embedding).
@@ -179,6 +181,8 @@ class HWSIConfig:
     system_prompt: str | None = None
 
     def __post_init__(self) -> None:
+        if self.llm_dtype not in LLM_DTYPES:
+            raise ValueError(f"llm_dtype must be one of {LLM_DTYPES}, got {self.llm_dtype!r}")
         if self.visual_input not in VISUAL_INPUTS:
             raise ValueError(
                 f"visual_input must be one of {VISUAL_INPUTS}, got {self.visual_input!r}"

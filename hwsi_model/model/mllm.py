@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
+from hwsi_model.devices import resolve_llm_dtype
 from hwsi_model.model.batch import SlideBatch
 from hwsi_model.model.configuration import SCALES, HWSIConfig
 from hwsi_model.model.hierarchy import HierarchicalVisualEncoder, UnitEmbeddings, VisualOutput
@@ -485,9 +486,12 @@ class HWSIModel(nn.Module):
         }
 
 
-def load_llm(path: str | Path, dtype: str = "float32"):
-    """Load a causal LM and its tokenizer from a local folder (never from the hub)."""
+def load_llm(path: str | Path, dtype: str = "auto"):
+    """Load a causal LM and its tokenizer from a local folder (never from the hub), its weights
+    in ``dtype`` (``auto``: :func:`hwsi_model.devices.resolve_llm_dtype`)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dtype = resolve_llm_dtype(dtype)
 
     tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     llm = AutoModelForCausalLM.from_pretrained(

@@ -17,6 +17,7 @@ import dataclasses
 import logging
 from pathlib import Path
 
+from hwsi_model.devices import PRECISION_DTYPES
 from hwsi_model.model.checkpoint import load_model_folder, read_config
 from hwsi_model.model.configuration import HWSIConfig, LoraSettings
 from hwsi_model.model.mllm import HWSIModel
@@ -88,6 +89,9 @@ def load_stage_model(
     if cfg.stage > 1 and not llm_path:
         raise ValueError(f"stage {cfg.stage} needs an LLM: pass llm_path or set it in {d}")
     want_lora = cfg.stage == 3 and cfg.llm_tuning == "lora"
+    dtype = config.llm_dtype
+    if dtype == "auto":  # train in the stage's precision; the folder keeps "auto" for inference
+        config = dataclasses.replace(config, llm_dtype=PRECISION_DTYPES[cfg.precision])
     model = load_model_folder(
         d,
         config,
@@ -99,6 +103,7 @@ def load_stage_model(
     )
     if cfg.stage == 1:
         model.config.llm_path = llm_path  # kept for stage 2
+    model.config.llm_dtype = dtype
     log.info("loaded stage-%d model from %s", cfg.stage, d)
     return model
 

@@ -1,0 +1,441 @@
+"""Learning benchmark (issue 14): does the model answer from the slide? Held out, powered, with
+intervals, next to the simplest baselines and the ablations, on this 2-core machine.
+
+    python benchmarks/bench_learning.py            # or: make bench-learning
+    python benchmarks/bench_learning.py --phase summary   # tables from the saved results
+
+What it runs: the workflow itself (``snakemake``, this repository's Snakefile and config.yaml),
+on a synthetic cohort of the demo generator v2 (``hwsi-demo cohort``: 150 small slides, a third
+of each class held out for test, a sixth for validation), where every closed question is
+balanced within every class and asks a fact of one scale (slide, region, cell) that the class
+does not decide. One extraction; then one training + evaluation per configuration and seed in
+the same results folder (Snakemake retrains what a changed setting touches).
+
+Protocol (fixed before any test figure is read):
+
+1. **Selection, validation split only.** The two settings the demo once chose on test figures
+   are re-decided here: stage-1 epochs (40 or 120) and stage 3's auxiliary losses L_HC/L_CS
+   (off or on). Each of the four candidates is trained with seed 0 and evaluated on the
+   validation split (``vqa/val.json``); the candidate with the highest closed-question accuracy
+   of the method wins (ties: fewer epochs, then no auxiliary losses). Written to
+   ``selection.json`` before the test phase may start.
+2. **Test, once per configuration.** With the chosen settings, for each seed: the method with
+   its baselines (majority answer of the training split, text only, flat, flat + cell
+   morphometrics) and the ablations (hierarchy without the cell scale, stage 3 with the other
+   auxiliary-loss setting, stage 1 with the text encoder's top 2 layers trained). A ledger
+   (``ledger.json``) refuses a second test evaluation of a configuration and seed.
+3. **Statistics.** Closed-question accuracy over all closed items (multiple choice and yes/no),
+   with a 95 % bootstrap interval over test slides; paired differences method minus each
+   baseline/ablation on the same items with their interval and a paired permutation test over
+   slides (``hwsi_model.evaluation.statistics``); accuracy per fact and per scale; the report
+   facts (fact accuracy, contradiction rate) from the evaluation's own ``metrics.json``.
+   Across seeds: mean and range.
+
+No held-out text reaches a trained artefact: the demo LLM's tokenizer and its text
+pretraining read the training split only, StarDist trains on the training tiles, and the
+instructions of the validation split serve early stopping of stage 3 only (the workflow's
+split handling; tests/training/test_demo_llm.py, tests/test_cells.py).
+
+Outputs: ``benchmarks/learning/`` (``selection.json``, ``ledger.json``, per run
+``{split}/{config}/seed{k}/metrics.json`` and ``closed.json``, ``summary.json``,
+``summary.md``); the scratch results under ``benchmarks/out/learning/`` (git-ignored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+log = logging.getLogger("bench_learning")
+
+SELECTION = {  # candidate name -> overrides of training.stageN (chosen on validation)
+    "s1e40_aux0": {"stage1": {"epochs": 40}, "stage3": {"aux_losses": False}},
+    "s1e40_aux1": {"stage1": {"epochs": 40}, "stage3": {"aux_losses": True}},
+    "s1e120_aux0": {"stage1": {"epochs": 120}, "stage3": {"aux_losses": False}},
+    "s1e120_aux1": {"stage1": {"epochs": 120}, "stage3": {"aux_losses": True}},
+}
+BASELINES = ["flat", "flat_cells", "none"]
+METHOD = "hierarchical"
+
+
+# ----------------------------------------------------------------------------- runs
+
+
+def _deep_update(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = (
+            _deep_update(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        )
+    return out
+
+
+def ablations(chosen: dict) -> dict[str, dict]:
+    """The test-phase configurations: the method (with its baselines) and its ablations, each
+    as overrides of the workflow config on top of the chosen settings."""
+    aux = chosen["stage3"]["aux_losses"]
+    train = {"training": chosen}
+    return {
+        "hierarchy": _deep_update(train, {"training": {"baselines": BASELINES}}),
+        "no_cells": _deep_update(
+            train,
+            {"training": {"baselines": [], "model": {"llm_scales": ["wsi", "region", "patch"]}}},
+        ),
+        f"aux_{'off' if aux else 'on'}": _deep_update(
+            train, {"training": {"baselines": [], "stage3": {"aux_losses": not aux}}}
+        ),
+        "text_top2": _deep_update(
+            train, {"training": {"baselines": [], "stage1": {"text_encoder_top_layers": 2}}}
+        ),
+    }
+
+
+class Bench:
+    """One cohort, one results folder, the runs' saved outputs under ``out``."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.work: Path = args.work.resolve()
+        self.out: Path = args.out.resolve()
+        self.cohort = self.work / "cohort"
+        self.results = self.work / "results"
+        self.ledger_path = self.out / "ledger.json"
+
+    # -- cohort and config -----------------------------------------------------------------
+
+    def make_cohort(self) -> None:
+        if (self.cohort / "samples.csv").is_file():
+            return
+        a = self.args
+        subprocess.run(
+            [str(BIN / "hwsi-demo"), "cohort", str(self.cohort), "--n-slides", str(a.slides),
+             "--scale", str(a.scale), "--seed", str(a.cohort_seed), "--test-fraction", "0.334",
+             "--val-fraction", "0.167"],
+            check=True,
+        )  # fmt: skip
+
+    def config(self, overrides: dict, split: str, seed: int) -> Path:
+        c = self.cohort
+        base = {
+            "samples": str(c / "samples.csv"),
+            "outdir": str(self.results),
+            "cells": {"training": {"gt_index": str(c / "nuclei_gt" / "index.csv")}},
+            "training": {
+                "reports": str(c / "reports.jsonl"),
+                "instructions": [str(c / "vqa" / "train.json"), str(c / "vqa" / "val.json")],
+                **{f"stage{s}": {"seed": seed} for s in (1, 2, 3)},
+            },
+            "evaluation": {
+                "test": [str(c / "vqa" / f"{split}.json")],
+                "split": split,
+                "annotations": str(c / "annotations" / "index.csv"),
+                "evidence_slides": 4,  # the maps are not what is measured here
+            },
+        }
+        cfg = _deep_update(base, overrides)
+        path = self.work / "configs" / f"{split}_seed{seed}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        return path
+
+    def snakemake(self, cfg: Path, *targets: str) -> float:
+        t0 = time.perf_counter()
+        # Targets first: --configfile takes every word after it.
+        cmd = [str(BIN / "snakemake"), *targets, "--cores", str(self.args.cores), "--snakefile",
+               str(REPO / "Snakefile"), "--directory", str(self.work), "--configfile",
+               str(REPO / "config.yaml"), str(cfg)]  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=_env())
+        if proc.returncode:
+            sys.exit(f"snakemake failed ({cfg}):\n{proc.stderr[-6000:]}")
+        return time.perf_counter() - t0
+
+    # -- one configuration -------------------------------------------------------------------
+
+    def run(self, name: str, overrides: dict, split: str, seed: int) -> dict:
+        dest = self.out / split / name / f"seed{seed}"
+        key = f"{split}/{name}/seed{seed}"
+        ledger = self.ledger()
+        if key in ledger:
+            log.info("%s: already evaluated (%s), not read again", key, ledger[key]["when"])
+            return json.loads((dest / "closed.json").read_text())
+        cfg = self.config(overrides, split, seed)
+        log.info("%s: training and evaluating", key)
+        seconds = self.snakemake(cfg, str(self.results / "evaluation"))
+        ev = self.results / "evaluation"
+        dest.mkdir(parents=True, exist_ok=True)
+        # Paths of this machine out of the saved copy (the figures do not depend on them).
+        text = (ev / "metrics.json").read_text().replace(str(self.work), "<work>")
+        (dest / "metrics.json").write_text(text.replace(str(REPO), "<repo>"))
+        closed = closed_results(ev / "predictions", self.cohort / "vqa" / f"{split}.json")
+        closed["seconds"] = seconds
+        (dest / "closed.json").write_text(json.dumps(closed, indent=1) + "\n")
+        ledger[key] = {"when": time.strftime("%Y-%m-%d %H:%M"), "seconds": round(seconds, 1)}
+        self.ledger_path.write_text(json.dumps(ledger, indent=1) + "\n")
+        log.info("%s: %s (%.0f s)", key, _brief(closed), seconds)
+        return closed
+
+    def ledger(self) -> dict:
+        return json.loads(self.ledger_path.read_text()) if self.ledger_path.is_file() else {}
+
+    # -- phases -------------------------------------------------------------------------------
+
+    def extract(self) -> None:
+        """Tiles, nuclei and embeddings of every slide once (the manifest's inputs)."""
+        cfg = self.config({}, "val", 0)
+        seconds = self.snakemake(cfg, str(self.results / "manifest.csv"))
+        log.info("extraction: %.0f s", seconds)
+        timing = self.out / "extraction.json"
+        if not timing.is_file():
+            timing.write_text(json.dumps({"seconds": round(seconds, 1),
+                                          "slides": self.args.slides}) + "\n")  # fmt: skip
+
+    def select(self) -> dict:
+        path = self.out / "selection.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+        scores = {}
+        for name, stage_overrides in SELECTION.items():
+            closed = self.run(name, {"training": {**stage_overrides, "baselines": []}}, "val", 0)
+            scores[name] = closed["models"][METHOD]["accuracy"]
+        # max accuracy; ties: fewer epochs, then no auxiliary losses (dict order)
+        best = max(SELECTION, key=lambda n: (scores[n], -list(SELECTION).index(n)))
+        chosen = {"candidate": best, "settings": SELECTION[best], "val_accuracy": scores}
+        path.write_text(json.dumps(chosen, indent=1) + "\n")
+        log.info("chosen on validation: %s (%s)", best, scores)
+        return chosen
+
+    def test(self, chosen: dict) -> None:
+        for seed in self.args.seeds:
+            for name, overrides in ablations(chosen["settings"]).items():
+                self.run(name, overrides, "test", seed)
+
+
+def _env() -> dict:
+    import os
+
+    return {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}", "HF_HUB_OFFLINE": "1"}
+
+
+def _brief(closed: dict) -> str:
+    return ", ".join(f"{m} {r['accuracy']:.3f}" for m, r in closed["models"].items())
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+def closed_results(pred_dir: Path, vqa_file: Path) -> dict[str, Any]:
+    """Closed-question accuracy of every model in ``pred_dir`` (``predictions/<model>.jsonl``)
+    over all closed items, per fact and per scale of the generator's items, with 95 %
+    bootstrap intervals over slides; plus each model's per-item correctness (for paired
+    comparisons across runs)."""
+    from hwsi_model.evaluation.statistics import bootstrap_interval, closed_table
+
+    meta = {it["id"]: it for it in json.loads(vqa_file.read_text())}
+    out: dict[str, Any] = {"models": {}, "items": {}}
+    for path in sorted(pred_dir.glob("*.jsonl")):
+        rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+        rows = [r for r in rows if r["correct"] is not None]
+        if not rows:
+            continue
+        table = closed_table([r["slide_id"] for r in rows], [bool(r["correct"]) for r in rows])
+        res: dict[str, Any] = {
+            "n": len(rows),
+            "n_slides": len({r["slide_id"] for r in rows}),
+            "accuracy": table.point()["accuracy"],
+            "interval": bootstrap_interval(table, "accuracy"),
+            "by_fact": {},
+            "by_scale": {},
+        }
+        for key in ("fact", "scale"):
+            groups: dict[str, list[int]] = defaultdict(list)
+            for i, r in enumerate(rows):
+                groups[meta.get(r["id"], {}).get(key, "?")].append(i)
+            for g, idx in sorted(groups.items()):
+                sub = table.subset(idx)
+                res[f"by_{key}"][g] = {"n": len(idx), "accuracy": sub.point()["accuracy"],
+                                       "interval": bootstrap_interval(sub, "accuracy")}  # fmt: skip
+        out["models"][path.stem] = res
+        out["items"][path.stem] = {r["id"]: [r["slide_id"], bool(r["correct"])] for r in rows}
+    return out
+
+
+def paired(a: dict, b: dict) -> dict[str, Any]:
+    """Method ``a`` minus ``b`` on the items both answered (``{id: [slide, correct]}``)."""
+    from hwsi_model.evaluation.statistics import closed_table, paired_comparison
+
+    ids = sorted(set(a) & set(b))
+    ta = closed_table([a[i][0] for i in ids], [a[i][1] for i in ids])
+    tb = closed_table([b[i][0] for i in ids], [b[i][1] for i in ids])
+    return paired_comparison(ta, tb, "accuracy")
+
+
+def report_facts(metrics: dict, model: str) -> dict[str, float | None]:
+    """Fact accuracy and contradiction rate of ``model``'s reports (the ``report`` family's
+    fact scores in the evaluation's metrics.json)."""
+    facts = (metrics.get("facts") or {}).get("report", {}).get("models", {}).get(model)
+    if not facts:
+        return {}
+    m, iv = facts["metrics"], facts.get("intervals", {})
+    return {k: m.get(k) for k in ("fact_accuracy", "contradiction_rate")} | {
+        f"{k}_interval": iv.get(k) for k in ("fact_accuracy", "contradiction_rate")
+    }
+
+
+def summarise(out: Path, seeds: list[int]) -> dict[str, Any]:
+    """Per configuration and model on the test split: accuracy per seed (interval), mean and
+    range over seeds; paired differences method minus every other model/ablation per seed;
+    per fact and per scale (mean over seeds); report facts."""
+    test = out / "test"
+    runs: dict[str, dict[int, dict]] = defaultdict(dict)
+    metrics: dict[str, dict[int, dict]] = defaultdict(dict)
+    for name_dir in sorted(p for p in test.glob("*") if p.is_dir()):
+        for seed in seeds:
+            d = name_dir / f"seed{seed}"
+            if (d / "closed.json").is_file():
+                runs[name_dir.name][seed] = json.loads((d / "closed.json").read_text())
+                metrics[name_dir.name][seed] = json.loads((d / "metrics.json").read_text())
+    if "hierarchy" not in runs:
+        return {}
+    rows: dict[str, dict] = {}
+    ref = runs["hierarchy"]
+    for name, per_seed in runs.items():
+        models = next(iter(per_seed.values()))["models"]
+        for model in models:
+            if name != "hierarchy" and model != METHOD:
+                continue  # an ablation run's baselines repeat the main run's
+            label = model if name == "hierarchy" else f"{METHOD} ({name})"
+            accs = {s: r["models"][model] for s, r in per_seed.items() if model in r["models"]}
+            row: dict[str, Any] = {
+                "seeds": sorted(accs),
+                "accuracy": {s: v["accuracy"] for s, v in accs.items()},
+                "interval": {s: v["interval"] for s, v in accs.items()},
+                "mean": float(np.mean([v["accuracy"] for v in accs.values()])),
+                "range": [
+                    min(v["accuracy"] for v in accs.values()),
+                    max(v["accuracy"] for v in accs.values()),
+                ],
+                "by_scale": _mean_over_seeds([v["by_scale"] for v in accs.values()]),
+                "by_fact": _mean_over_seeds([v["by_fact"] for v in accs.values()]),
+                "n": next(iter(accs.values()))["n"],
+                "n_slides": next(iter(accs.values()))["n_slides"],
+                "report_facts": {s: report_facts(metrics[name][s], model) for s in accs},
+            }
+            if label != METHOD:
+                row["method_minus_this"] = {
+                    s: paired(ref[s]["items"][METHOD], per_seed[s]["items"][model])
+                    for s in accs
+                    if s in ref and METHOD in ref[s]["items"]
+                }
+            rows[label] = row
+    return rows
+
+
+def _mean_over_seeds(per_seed: list[dict[str, dict]]) -> dict[str, dict]:
+    keys = sorted(set().union(*per_seed))
+    return {
+        k: {"n": per_seed[0].get(k, {}).get("n"),
+            "accuracy": float(np.mean([p[k]["accuracy"] for p in per_seed if k in p]))}
+        for k in keys
+    }  # fmt: skip
+
+
+def markdown(rows: dict[str, Any], selection: dict, extraction: dict | None) -> str:
+    def iv(x):
+        return f"[{x[0]:.2f}, {x[1]:.2f}]" if x else "-"
+
+    lines = []
+    if selection:
+        lines.append(
+            "Chosen on validation (seed 0): "
+            + ", ".join(f"{k} {v:.3f}" for k, v in selection["val_accuracy"].items())
+            + f" -> **{selection['candidate']}**."
+        )
+    if extraction:
+        lines.append(
+            f"Extraction: {extraction['seconds']:.0f} s for {extraction['slides']} slides."
+        )
+    lines += [
+        "",
+        "| model | closed accuracy, mean over seeds [range] | per seed (95% interval over slides)"
+        " | method minus this, per seed (95% interval; p) |",
+        "| --- | --- | --- | --- |",
+    ]
+    for label, r in rows.items():
+        per = "; ".join(f"{r['accuracy'][s]:.3f} {iv(r['interval'][s])}" for s in r["seeds"])
+        diff = "; ".join(
+            f"{c['difference']:+.3f} {iv(c['interval'])}; p {c['p_value']:.3g}"
+            for c in (r.get("method_minus_this") or {}).values()
+            if c.get("p_value") is not None
+        )
+        lines.append(f"| {label} | {r['mean']:.3f} [{r['range'][0]:.3f}, {r['range'][1]:.3f}] "
+                     f"| {per} | {diff or '-'} |")  # fmt: skip
+    facts = sorted({f for r in rows.values() for f in r["by_fact"]})
+    first = next(iter(rows.values()))["by_fact"]
+    head = " | ".join(f"{f} ({first.get(f, {}).get('n')})" for f in facts)
+    lines += [
+        "",
+        "Accuracy per fact (mean over seeds; items per seed in the header):",
+        "",
+        f"| model | {head} |",
+        "| --- |" + " --- |" * len(facts),
+    ]
+    for label, r in rows.items():
+        cells = [f"{r['by_fact'][f]['accuracy']:.2f}" if f in r["by_fact"] else "-" for f in facts]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", "Report facts (fact accuracy; contradiction rate; mean over seeds):", ""]
+    for label, r in rows.items():
+        vals = [v for v in r["report_facts"].values() if v and v.get("fact_accuracy") is not None]
+        if vals:
+            fa = np.mean([v["fact_accuracy"] for v in vals])
+            cr = np.mean([v["contradiction_rate"] for v in vals])
+            lines.append(f"- {label}: fact accuracy {fa:.3f}, contradiction rate {cr:.3f}")
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--phase", choices=["all", "select", "test", "summary"], default="all")
+    ap.add_argument("--slides", type=int, default=150)
+    ap.add_argument("--scale", type=float, default=0.75)
+    ap.add_argument("--cohort-seed", type=int, default=1)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--cores", type=int, default=2)
+    ap.add_argument("--work", type=Path, default=REPO / "benchmarks" / "out" / "learning")
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "learning")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    bench = Bench(args)
+    bench.out.mkdir(parents=True, exist_ok=True)
+    if args.phase != "summary":
+        bench.make_cohort()
+        bench.extract()
+        chosen = bench.select()
+        if args.phase in ("all", "test"):
+            bench.test(chosen)
+    rows = summarise(bench.out, args.seeds)
+    sel = bench.out / "selection.json"
+    ext = bench.out / "extraction.json"
+    (bench.out / "summary.json").write_text(json.dumps(rows, indent=1) + "\n")
+    md = markdown(rows, json.loads(sel.read_text()) if sel.is_file() else {},
+                  json.loads(ext.read_text()) if ext.is_file() else None)  # fmt: skip
+    (bench.out / "summary.md").write_text(md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
