@@ -248,25 +248,22 @@ class HWSIModel(nn.Module):
         group with its scale-type embedding, at most ``config.max_visual_tokens`` per slide.
         """
         scales = self.config.llm_scales
-        groups = self.visual.to_llm(out, list(scales), add_scale_embedding=False)
-        emb_table = self.visual.llm_projectors.scale_embedding
         B = out.wsi_token.shape[0]
         if self.resamplers is not None:
+            groups = self.visual.to_llm(out, list(scales), add_scale_embedding=False)
             pieces = []
             for s in scales:
                 g = groups[s].emb
                 if s != "wsi":
                     g = self.resamplers[s](g, groups[s].mask)
-                if emb_table is not None:
-                    g = g + emb_table[SCALES.index(s)].to(g.dtype)
-                pieces.append(g)
+                # Through the projector's forward (not its table read here): ZeRO-3 gathers a
+                # module's weights only while its forward runs.
+                pieces.append(
+                    self.visual.llm_projectors(s, g, add_scale_embedding=True, project=False)
+                )
             merged = torch.cat(pieces, dim=1)
             return [merged[b] for b in range(B)]
-        if emb_table is not None:
-            groups = {
-                s: UnitEmbeddings(g.emb + emb_table[SCALES.index(s)].to(g.emb.dtype), g.mask)
-                for s, g in groups.items()
-            }
+        groups = self.visual.to_llm(out, list(scales), add_scale_embedding=True)
         result = []
         for b in range(B):
             regions, slots = plan_visual_tokens(

@@ -53,9 +53,15 @@ class ScaleProjectors(nn.Module):
             nn.Parameter(torch.randn(len(SCALES), out_dim) * 0.02) if scale_embedding else None
         )
 
-    def forward(self, scale: str, x: Tensor, add_scale_embedding: bool = False) -> Tensor:
-        """Project ``x [..., in_dim(scale)]`` -> ``[..., out_dim]``."""
-        y = self.projectors[scale](x)
+    def forward(
+        self, scale: str, x: Tensor, add_scale_embedding: bool = False, project: bool = True
+    ) -> Tensor:
+        """Project ``x [..., in_dim(scale)]`` -> ``[..., out_dim]``; ``project=False`` only adds
+        the scale embedding to an ``x`` already ``[..., out_dim]`` (e.g. after a resampler).
+
+        The scale embedding is added here, in this module's forward, and nowhere else: under
+        ZeRO-3 a module's parameters exist (gathered) only while its forward runs."""
+        y = self.projectors[scale](x) if project else x
         if add_scale_embedding and self.scale_embedding is not None:
             y = y + self.scale_embedding[SCALES.index(scale)].to(y.dtype)
         return y
