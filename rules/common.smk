@@ -93,6 +93,11 @@ SELECTION = EMBED["selection"]
 ENCODER_CHECKPOINT = (
     OUT.model("tiny_vit") if EMBED["checkpoint"] == "demo" else EMBED["checkpoint"]
 )
+# Query "prompts" without a query_file: rule embed_prompts embeds the prompt bank with the
+# encoder's text tower, and the selection reads that file.
+TEXT_QUERIES = SELECTION["query"] == "prompts" and not SELECTION["query_file"]
+if TEXT_QUERIES:
+    SELECTION = {**SELECTION, "query_file": OUT.selection_queries}
 EXTRACT_PARAMS = {
     k: EMBED[k] for k in ("num_workers", "rows_per_item", "device", "precision")
 }
@@ -105,11 +110,16 @@ EMBED_HASH = config_hash(
         "tiles": TILES_HASH,
     }
 )
-SELECT_HASH = config_hash(SELECTION)
+# The prompt bank counts only where it is used (query "prompts"), so its default changes no
+# other run's selection.
+SELECTION_HASHED = {
+    k: v for k, v in SELECTION.items() if k != "prompts" or SELECTION["query"] == "prompts"
+}
+SELECT_HASH = config_hash(SELECTION_HASHED)
 # Recorded in the cell-embedding store (its inputs carry the selection and cells hashes).
 CELL_EMB_HASH = config_hash({"embed": EMBED_HASH, "top_k": SELECTION["top_k"]})
 CACHE_HASH = config_hash(
-    {"embed": EMBED_HASH, "selection": SELECTION, "cells": CELLS_HASH}
+    {"embed": EMBED_HASH, "selection": SELECTION_HASHED, "cells": CELLS_HASH}
 )
 
 # What the two per-slide jobs run with (hwsi_model/jobs: PrepareSettings, ExtractSettings).
@@ -198,13 +208,19 @@ def batch_rule(kind, batch):
     return name
 
 
+def encoder_inputs():
+    """The encoder folder when the workflow builds it (demo)."""
+    return {"encoder": ENCODER_CHECKPOINT} if EMBED["checkpoint"] == "demo" else {}
+
+
 def model_inputs():
-    """The encoder and StarDist folders when the workflow builds them (demo)."""
-    inputs = {}
-    if EMBED["checkpoint"] == "demo":
-        inputs["encoder"] = ENCODER_CHECKPOINT
+    """The encoder and StarDist folders when the workflow builds them (demo), and the prompt
+    queries when the encoder's text tower makes them."""
+    inputs = encoder_inputs()
     if CELLS["model"] == "demo":
         inputs["stardist"] = CELLS_MODEL
+    if TEXT_QUERIES:
+        inputs["queries"] = OUT.selection_queries
     return inputs
 
 

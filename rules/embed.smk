@@ -13,6 +13,29 @@ rule build_demo_encoder:
         "../workflow_scripts/build_demo_encoder.py"
 
 
+if TEXT_QUERIES:
+
+    rule embed_prompts:
+        """The selection's prompt bank (embed.selection.prompts, or the default bank) embedded
+        once by the patch encoder's text tower, in the space of its patch embeddings.
+        """
+        input:
+            **encoder_inputs(),
+        output:
+            OUT.selection_queries,
+        log:
+            OUT.log("embed_prompts"),
+        localrule: True
+        conda:
+            "../envs/hwsi.yaml"
+        params:
+            encoder=EMBED["encoder"],
+            checkpoint=ENCODER_CHECKPOINT,
+            prompts=SELECTION["prompts"],
+        script:
+            "../workflow_scripts/embed_prompts.py"
+
+
 if BATCHED:
     for _batch in BATCHES:
         _members = batch_members(_batch, CACHED_SET)

@@ -43,3 +43,26 @@ def build_tiny_text_encoder(path: Path, words: Sequence[str], hidden: int, layer
     )
     BertModel(config).save_pretrained(path)
     return path
+
+
+def build_tiny_clip(path: Path, words: Sequence[str], image_size: int = 32) -> Path:
+    """A tiny CLIP-style model (transformers CLIPModel: ViT vision tower, text tower, a shared
+    16-d space) with a word-piece tokenizer of ``words``, saved as a folder."""
+    from transformers import BertTokenizerFast, CLIPConfig, CLIPModel
+
+    path.mkdir(parents=True, exist_ok=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *dict.fromkeys(w.lower() for w in words)]
+    (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizerFast(vocab_file=str(path / "vocab.txt")).save_pretrained(path)
+    torch.manual_seed(0)
+    config = CLIPConfig(
+        text_config={"vocab_size": len(vocab), "hidden_size": 32, "intermediate_size": 64,
+                     "num_hidden_layers": 1, "num_attention_heads": 2,
+                     "max_position_embeddings": 32, "eos_token_id": 3, "pad_token_id": 0},
+        vision_config={"image_size": image_size, "patch_size": 8, "hidden_size": 32,
+                       "intermediate_size": 64, "num_hidden_layers": 1,
+                       "num_attention_heads": 2},
+        projection_dim=16,
+    )  # fmt: skip
+    CLIPModel(config).save_pretrained(path)
+    return path

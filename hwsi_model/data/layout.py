@@ -16,6 +16,8 @@ path                               what (module that reads and writes it)
 ``cells/{slide}.zarr``             nuclei (:mod:`hwsi_model.data.stores.cells`), ``.geojson``
 ``cell_embeddings/{slide}.zarr``   cell embeddings (:mod:`hwsi_model.data.stores.cell_embeddings`)
 ``cache/{slide}.zarr``             multi-scale cache (:mod:`hwsi_model.data.stores.cache`)
+``selection_queries.npy``          the selection's prompt bank embedded by the encoder's text
+                                   tower (``embed.selection.query: prompts``; ``.json``: what)
 ``manifest.csv``                   the cohort's caches (:mod:`hwsi_model.data.manifest`)
 ``failures.tsv``                   slides excluded because a job failed on them, and why
                                    (:mod:`hwsi_model.data.failures`)
@@ -132,6 +134,11 @@ class OutputLayout:
     @property
     def tiling_summary(self) -> str:
         return self._p("tiles", "summary.tsv")
+
+    @property
+    def selection_queries(self) -> str:
+        """The prompt bank in the patch space (:mod:`hwsi_model.selection.text_queries`)."""
+        return self._p("selection_queries.npy")
 
     @property
     def manifest(self) -> str:

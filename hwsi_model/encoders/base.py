@@ -150,6 +150,14 @@ class PatchEncoder(nn.Module):
         """``[B, 3, S, S]`` -> ``[B, D]`` pooled embedding."""
         return self.forward_with_tokens(x)[0]
 
+    #: Whether :meth:`encode_text` embeds text into the space of the pooled embeddings.
+    has_text_tower: bool = False
+
+    def encode_text(self, texts: Sequence[str]) -> Tensor:
+        """``Q`` texts -> ``[Q, D]`` in the pooled embeddings' space (encoders with a text
+        tower, e.g. the ``clip`` family); others raise :class:`EncoderNotAvailableError`."""
+        raise EncoderNotAvailableError(f"encoder {self.name!r} has no text tower")
+
     def forward_with_tokens(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
         """``[B, 3, S, S]`` -> (``[B, D]``, token map ``[B, h, w, token_dim]`` or ``None``).
 

@@ -160,3 +160,73 @@ def load_hf_encoder(spec: EncoderSpec, folder: Path) -> HFPatchEncoder:
         enc.checkpoint_hash,
     )
     return enc
+
+
+class CLIPPatchEncoder(HFPatchEncoder):
+    """A transformers ``CLIPModel`` (OpenAI CLIP, PLIP, QuiltNet in transformers form): the
+    pooled embedding ``[B, projection_dim]`` is the image embedding of the shared image-text
+    space (the vision tower's pooled output through ``visual_projection``), the token map the
+    vision tower's patch tokens, and :meth:`encode_text` embeds text into the same space."""
+
+    has_text_tower = True
+
+    def __init__(self, clip: nn.Module, tokenizer: Any, **kw: Any):
+        super().__init__(clip.vision_model, pooling="pooler", **kw)
+        self.embed_dim = int(clip.config.projection_dim)
+        self.visual_projection = clip.visual_projection
+        self.text_model = clip.text_model
+        self.text_projection = clip.text_projection
+        self.tokenizer = tokenizer
+        self.max_text_tokens = int(clip.config.text_config.max_position_embeddings)
+
+    def forward_with_tokens(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``[B, 3, S, S]`` -> (``[B, projection_dim]``, ``[B, S/p, S/p, hidden]``)."""
+        pooled, tokens = super().forward_with_tokens(x)
+        return self.visual_projection(pooled), tokens
+
+    @torch.no_grad()
+    def encode_text(self, texts: Any) -> Tensor:
+        """``Q`` texts -> ``[Q, projection_dim]`` (the text tower's pooled output through
+        ``text_projection``; not normalised)."""
+        device = self.text_projection.weight.device
+        enc = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_text_tokens,
+            return_tensors="pt",
+        )  # fmt: skip
+        out = self.text_model(
+            input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device)
+        )
+        return self.text_projection(out.pooler_output)
+
+
+def load_clip_encoder(spec: EncoderSpec, folder: Path) -> CLIPPatchEncoder:
+    """Load the ``CLIPModel`` and its tokenizer in ``folder`` (``local_files_only``, float32)."""
+    from transformers import AutoTokenizer, CLIPModel
+
+    if not (folder / "config.json").is_file():
+        raise EncoderNotAvailableError(
+            f"encoder {spec.name!r}: {folder} is not a Hugging Face model folder (no config.json)"
+        )
+    try:
+        clip = CLIPModel.from_pretrained(str(folder), local_files_only=True, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise EncoderNotAvailableError(
+            f"encoder {spec.name!r}: cannot load a CLIPModel and its tokenizer from {folder}: {e}"
+        ) from e
+    pp = read_preprocessing(folder, clip.vision_model.config)
+    if spec.input_size:
+        pp["input_size"] = pp["resize_size"] = spec.input_size
+    if spec.mean is not None and spec.std is not None:
+        pp["mean"], pp["std"] = spec.mean, spec.std
+    enc = CLIPPatchEncoder(
+        clip,
+        tokenizer,
+        name=spec.name,
+        checkpoint_hash=checkpoint_hash(hf_weight_files(folder)),
+        precision=spec.precision,
+        **pp,
+    )
+    log.info("encoder %s: CLIP from %s (D=%d, %d px)", spec.name, folder, enc.embed_dim,
+             enc.input_size)  # fmt: skip
+    return enc

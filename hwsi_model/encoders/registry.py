@@ -44,6 +44,12 @@ def get_spec(name: str) -> EncoderSpec:
 
 def how_to_get(spec: EncoderSpec) -> str:
     """What the user must download or build, and where to point the config."""
+    if spec.hf_repo and spec.family == "clip":
+        return (
+            f"download the repository https://huggingface.co/{spec.hf_repo}, e.g. `hf download "
+            f"{spec.hf_repo} --local-dir models/{spec.name}`, then set {CONFIG_KEY}: "
+            f"models/{spec.name} in config.yaml (hwsi never downloads weights)"
+        )
     if spec.hf_repo:
         local = f"models/{spec.name}/{spec.checkpoint_file}"
         return (
@@ -57,7 +63,7 @@ def how_to_get(spec: EncoderSpec) -> str:
             "build one with hwsi_model.demo.tiny_encoder.build_tiny_encoder(folder) and set "
             f"{CONFIG_KEY} to that folder"
         )
-    if spec.family == "hf":
+    if spec.family in ("hf", "clip"):
         return (
             f"set {CONFIG_KEY} to a local Hugging Face model folder (config.json + weights, "
             "e.g. fetched with `hf download <repo> --local-dir <folder>`)"
@@ -77,13 +83,13 @@ def _resolve_checkpoint(spec: EncoderSpec, checkpoint: str | Path | None) -> Pat
     if checkpoint is None or str(checkpoint).strip() == "":
         raise _not_available(spec, "no checkpoint given")
     if str(checkpoint) == RANDOM:
-        if spec.family == "hf":
+        if spec.family in ("hf", "clip"):
             raise _not_available(spec, "random weights are not offered for the hf family")
         return None
     path = Path(checkpoint).expanduser()
     if not path.exists():
         raise _not_available(spec, f"checkpoint {path} does not exist")
-    if spec.family == "hf":
+    if spec.family in ("hf", "clip"):
         if path.is_file():
             path = path.parent  # a weights file inside the model folder
         return path
@@ -118,6 +124,10 @@ def load_encoder(
         from hwsi_model.encoders.hf import load_hf_encoder
 
         enc: PatchEncoder = load_hf_encoder(spec, path)
+    elif spec.family == "clip":
+        from hwsi_model.encoders.hf import load_clip_encoder
+
+        enc = load_clip_encoder(spec, path)
     elif spec.family == "timm":
         from hwsi_model.encoders.timm_encoder import build_timm_encoder
 

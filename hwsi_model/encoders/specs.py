@@ -16,7 +16,7 @@ from hwsi_model.encoders.base import IMAGENET_MEAN, IMAGENET_STD, OPENAI_CLIP_ME
 HOPTIMUS_MEAN = (0.707223, 0.578729, 0.703617)
 HOPTIMUS_STD = (0.211883, 0.230117, 0.177517)
 
-FAMILIES = ("hf", "timm", "conch_v1", "conch_v1_5")
+FAMILIES = ("hf", "clip", "timm", "conch_v1", "conch_v1_5")
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,9 @@ class EncoderSpec:
 
     Attributes:
         name: registry name, as given to :func:`~hwsi_model.encoders.load_encoder`.
-        family: ``"hf"`` (transformers ``AutoModel`` folder), ``"timm"`` (timm architecture +
+        family: ``"hf"`` (transformers ``AutoModel`` folder), ``"clip"`` (a transformers
+            ``CLIPModel`` folder: the image embedding of its image-text space, and a text tower
+            for prompt queries), ``"timm"`` (timm architecture +
             state dict), ``"conch_v1"`` (open_clip-style CoCa vision tower: timm ViT-B/16 trunk +
             attentional pooler + projection) or ``"conch_v1_5"`` (TITAN's CONCH: timm ViT-L/16
             trunk + attentional pooler).
@@ -128,6 +130,36 @@ NAMED_SPECS: tuple[EncoderSpec, ...] = (
             "(ViT, DINOv2, DINOv2 with registers, Phikon, Hibou...). Pooled = CLS token; input "
             "size and mean/std from preprocessor_config.json when present (else config.image_size, "
             "ImageNet). Use bf16 for ViT-L and larger."
+        ),
+    ),
+    EncoderSpec(
+        name="clip",
+        family="clip",
+        mean=None,
+        std=None,
+        precision="fp32",
+        notes=(
+            "Any transformers CLIPModel folder (OpenAI CLIP, or a pathology CLIP such as PLIP or "
+            "QuiltNet converted to transformers). Pooled = the image embedding of the shared "
+            "image-text space (visual_projection of the vision tower's pooled output); tokens = "
+            "the vision tower's patch tokens; its text tower embeds the selection's prompt bank "
+            "(embed.selection.query: prompts). Mean/std and size from preprocessor_config.json."
+        ),
+    ),
+    EncoderSpec(
+        name="plip",
+        family="clip",
+        input_size=224,
+        mean=OPENAI_CLIP_MEAN,
+        std=OPENAI_CLIP_STD,
+        precision="fp32",
+        hf_repo="vinid/plip",
+        checkpoint_file=".",
+        notes=(
+            "PLIP (Huang et al., Nat Med 2023): CLIP ViT-B/32 fine-tuned on OpenPath (Twitter "
+            "pathology image-text pairs); 512-d image-text space at 224 px. A transformers "
+            "CLIPModel folder: fetch the whole repository. Its text tower scores patches "
+            "against the prompt bank (embed.selection.query: prompts)."
         ),
     ),
     EncoderSpec(

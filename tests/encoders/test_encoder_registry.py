@@ -35,7 +35,9 @@ TIMM_IMPORTABLE = importlib.util.find_spec("timm") is not None
 
 def test_list_encoders_has_every_name_with_its_description() -> None:
     specs = {s.name: s for s in list_encoders()}
-    assert set(specs) == {"tiny-vit", "hf", *PATHOLOGY}
+    assert set(specs) == {"tiny-vit", "hf", "clip", "plip", *PATHOLOGY}
+    assert specs["plip"].family == specs["clip"].family == "clip"
+    assert specs["plip"].hf_repo == "vinid/plip" and specs["plip"].input_size == 224
     for name, (repo, dim, size) in PATHOLOGY.items():
         s = specs[name]
         assert (s.hf_repo, s.embed_dim, s.input_size) == (repo, dim, size), name
