@@ -14,16 +14,17 @@ the same results folder (Snakemake retrains what a changed setting touches).
 Protocol (fixed before any test figure is read):
 
 1. **Selection, validation split only.** The two settings the demo once chose on test figures
-   are re-decided here: stage-1 epochs (40 or 120) and stage 3's auxiliary losses L_HC/L_CS
-   (off or on). Each of the four candidates is trained with seed 0 and evaluated on the
-   validation split (``vqa/val.json``); the candidate with the highest closed-question accuracy
-   of the method wins (ties: fewer epochs, then no auxiliary losses). Written to
-   ``selection.json`` before the test phase may start.
-2. **Test, once per configuration.** With the chosen settings, for each seed: the method with
-   its baselines (majority answer of the training split, text only, flat, flat + cell
-   morphometrics) and the ablations (hierarchy without the cell scale, stage 3 with the other
-   auxiliary-loss setting, stage 1 with the text encoder's top 2 layers trained). A ledger
-   (``ledger.json``) refuses a second test evaluation of a configuration and seed.
+   are re-decided here: stage-1 epochs (20 or 60 here, about the steps of the demo's 120 and
+   360 epochs) with the auxiliary losses off, then stage 3's auxiliary losses L_HC/L_CS on with
+   the better epochs. Each candidate is trained with seed 0 and evaluated on the validation
+   split (``vqa/val.json``); the highest closed-question accuracy of the method wins (ties: the
+   earlier, simpler candidate). Written to ``selection.json`` before the test phase may start.
+2. **Test, once per configuration.** With the chosen settings, for each seed (``--seeds``,
+   default 3): the method with its baselines (majority answer of the training split, text
+   only, flat, flat + cell morphometrics); then the ablations (hierarchy without the cell
+   scale, stage 3 with the other auxiliary-loss setting, stage 1 with the text encoder's top 2
+   layers trained) for ``--ablation-seeds`` (default seed 0 only: the 90-minute budget). A
+   ledger (``ledger.json``) refuses a second test evaluation of a configuration and seed.
 3. **Statistics.** Closed-question accuracy over all closed items (multiple choice and yes/no),
    with a 95 % bootstrap interval over test slides; paired differences method minus each
    baseline/ablation on the same items with their interval and a paired permutation test over
@@ -60,12 +61,9 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 log = logging.getLogger("bench_learning")
 
-SELECTION = {  # candidate name -> overrides of training.stageN (chosen on validation)
-    "s1e40_aux0": {"stage1": {"epochs": 40}, "stage3": {"aux_losses": False}},
-    "s1e40_aux1": {"stage1": {"epochs": 40}, "stage3": {"aux_losses": True}},
-    "s1e120_aux0": {"stage1": {"epochs": 120}, "stage3": {"aux_losses": False}},
-    "s1e120_aux1": {"stage1": {"epochs": 120}, "stage3": {"aux_losses": True}},
-}
+#: Stage-1 epochs tried on validation (75 training slides here: 15 steps per epoch, so 20 epochs
+#: take about the steps of the demo's 120 on its 15 slides).
+STAGE1_EPOCHS = (20, 60)
 BASELINES = ["flat", "flat_cells", "none"]
 METHOD = "hierarchical"
 
@@ -155,7 +153,7 @@ class Bench:
         # Targets first: --configfile takes every word after it.
         cmd = [str(BIN / "snakemake"), *targets, "--cores", str(self.args.cores), "--snakefile",
                str(REPO / "Snakefile"), "--directory", str(self.work), "--configfile",
-               str(REPO / "config.yaml"), str(cfg)]  # fmt: skip
+               str(REPO / "config.yaml"), str(cfg), "--rerun-incomplete"]  # fmt: skip
         proc = subprocess.run(cmd, capture_output=True, text=True, env=_env())
         if proc.returncode:
             sys.exit(f"snakemake failed ({cfg}):\n{proc.stderr[-6000:]}")
@@ -192,8 +190,10 @@ class Bench:
     # -- phases -------------------------------------------------------------------------------
 
     def extract(self) -> None:
-        """Tiles, nuclei and embeddings of every slide once (the manifest's inputs)."""
+        """Tiles, nuclei and embeddings of every slide once (the manifest's inputs). A lock
+        left by an interrupted run of this benchmark is removed first."""
         cfg = self.config({}, "val", 0)
+        self.snakemake(cfg, "--unlock")
         seconds = self.snakemake(cfg, str(self.results / "manifest.csv"))
         log.info("extraction: %.0f s", seconds)
         timing = self.out / "extraction.json"
@@ -202,24 +202,42 @@ class Bench:
                                           "slides": self.args.slides}) + "\n")  # fmt: skip
 
     def select(self) -> dict:
+        """Stage-1 epochs with the auxiliary losses off, then the auxiliary losses on with the
+        better epochs; the best validation accuracy of the method wins (ties: the earlier,
+        simpler candidate)."""
         path = self.out / "selection.json"
         if path.is_file():
             return json.loads(path.read_text())
-        scores = {}
-        for name, stage_overrides in SELECTION.items():
-            closed = self.run(name, {"training": {**stage_overrides, "baselines": []}}, "val", 0)
-            scores[name] = closed["models"][METHOD]["accuracy"]
-        # max accuracy; ties: fewer epochs, then no auxiliary losses (dict order)
-        best = max(SELECTION, key=lambda n: (scores[n], -list(SELECTION).index(n)))
-        chosen = {"candidate": best, "settings": SELECTION[best], "val_accuracy": scores}
+        cands: dict[str, dict] = {}
+        scores: dict[str, float] = {}
+
+        def try_(name: str, settings: dict) -> None:
+            closed = self.run(name, {"training": {**settings, "baselines": []}}, "val", 0)
+            cands[name], scores[name] = settings, closed["models"][METHOD]["accuracy"]
+
+        for epochs in STAGE1_EPOCHS:
+            try_(
+                f"s1e{epochs}_aux0", {"stage1": {"epochs": epochs}, "stage3": {"aux_losses": False}}
+            )
+        best = max(cands, key=lambda n: (scores[n], -list(cands).index(n)))
+        epochs = cands[best]["stage1"]["epochs"]
+        try_(f"s1e{epochs}_aux1", {"stage1": {"epochs": epochs}, "stage3": {"aux_losses": True}})
+        best = max(cands, key=lambda n: (scores[n], -list(cands).index(n)))
+        chosen = {"candidate": best, "settings": cands[best], "val_accuracy": scores}
         path.write_text(json.dumps(chosen, indent=1) + "\n")
         log.info("chosen on validation: %s (%s)", best, scores)
         return chosen
 
     def test(self, chosen: dict) -> None:
+        """The method with its baselines for every seed, then the ablations for
+        ``--ablation-seeds`` (each configuration and seed read once)."""
+        configs = ablations(chosen["settings"])
         for seed in self.args.seeds:
-            for name, overrides in ablations(chosen["settings"]).items():
-                self.run(name, overrides, "test", seed)
+            self.run("hierarchy", configs["hierarchy"], "test", seed)
+        for seed in self.args.ablation_seeds:
+            for name, overrides in configs.items():
+                if name != "hierarchy":
+                    self.run(name, overrides, "test", seed)
 
 
 def _env() -> dict:
@@ -311,8 +329,8 @@ def summarise(out: Path, seeds: list[int]) -> dict[str, Any]:
     rows: dict[str, dict] = {}
     ref = runs["hierarchy"]
     for name, per_seed in runs.items():
-        models = next(iter(per_seed.values()))["models"]
-        for model in models:
+        models = list(next(iter(per_seed.values()))["models"])
+        for model in sorted(models, key=lambda m: (m != METHOD, m)):
             if name != "hierarchy" and model != METHOD:
                 continue  # an ablation run's baselines repeat the main run's
             label = model if name == "hierarchy" else f"{METHOD} ({name})"
@@ -373,27 +391,29 @@ def markdown(rows: dict[str, Any], selection: dict, extraction: dict | None) -> 
         "| --- | --- | --- | --- |",
     ]
     for label, r in rows.items():
-        per = "; ".join(f"{r['accuracy'][s]:.3f} {iv(r['interval'][s])}" for s in r["seeds"])
-        diff = "; ".join(
-            f"{c['difference']:+.3f} {iv(c['interval'])}; p {c['p_value']:.3g}"
+        per = " / ".join(f"{r['accuracy'][s]:.3f} {iv(r['interval'][s])}" for s in r["seeds"])
+        diff = " / ".join(
+            f"{c['difference']:+.3f} {iv(c['interval'])}, p {c['p_value']:.3g}"
             for c in (r.get("method_minus_this") or {}).values()
             if c.get("p_value") is not None
         )
         lines.append(f"| {label} | {r['mean']:.3f} [{r['range'][0]:.3f}, {r['range'][1]:.3f}] "
+                     f"({len(r['seeds'])} seed{'s' if len(r['seeds']) > 1 else ''}) "
                      f"| {per} | {diff or '-'} |")  # fmt: skip
-    facts = sorted({f for r in rows.values() for f in r["by_fact"]})
-    first = next(iter(rows.values()))["by_fact"]
-    head = " | ".join(f"{f} ({first.get(f, {}).get('n')})" for f in facts)
-    lines += [
-        "",
-        "Accuracy per fact (mean over seeds; items per seed in the header):",
-        "",
-        f"| model | {head} |",
-        "| --- |" + " --- |" * len(facts),
-    ]
-    for label, r in rows.items():
-        cells = [f"{r['by_fact'][f]['accuracy']:.2f}" if f in r["by_fact"] else "-" for f in facts]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    for key in ("by_scale", "by_fact"):
+        groups = sorted({f for r in rows.values() for f in r[key]})
+        first = next(iter(rows.values()))[key]
+        head = " | ".join(f"{f} ({first.get(f, {}).get('n')})" for f in groups)
+        lines += [
+            "",
+            f"Accuracy per {key[3:]} (mean over seeds; items per seed in the header):",
+            "",
+            f"| model | {head} |",
+            "| --- |" + " --- |" * len(groups),
+        ]
+        for label, r in rows.items():
+            cells = [f"{r[key][f]['accuracy']:.2f}" if f in r[key] else "-" for f in groups]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += ["", "Report facts (fact accuracy; contradiction rate; mean over seeds):", ""]
     for label, r in rows.items():
         vals = [v for v in r["report_facts"].values() if v and v.get("fact_accuracy") is not None]
@@ -414,6 +434,9 @@ def main() -> None:
     ap.add_argument("--scale", type=float, default=0.75)
     ap.add_argument("--cohort-seed", type=int, default=1)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument(
+        "--ablation-seeds", type=int, nargs="+", default=[0], help="seeds of the ablations"
+    )
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--work", type=Path, default=REPO / "benchmarks" / "out" / "learning")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "learning")
