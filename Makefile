@@ -28,8 +28,13 @@ install: $(VENV)/.installed
 demo/cohort/samples.csv: | $(VENV)/.installed
 	$(BIN)/hwsi-demo cohort demo/cohort
 
+# LLM=smollm2: the demo with SmolLM2-135M-Instruct instead of the tiny LM (hours on 2 cores:
+# about 40 s per stage-3 step; benchmarks/RESULTS.md).
+LLM ?= demo
+
 demo: $(VENV)/.installed demo/cohort/samples.csv
-	PATH="$(BIN):$$PATH" $(BIN)/snakemake --cores $(CORES) --configfile config.yaml
+	PATH="$(BIN):$$PATH" $(BIN)/snakemake --cores $(CORES) --configfile config.yaml \
+		--config 'training={"llm": "$(LLM)"}'
 	@echo "held-out evaluation of the demo (demo/results/evaluation/report.html):"
 	@$(BIN)/hwsi metrics demo/results/evaluation/metrics.json
 	@echo "[lo, hi]: 95% bootstrap intervals over test slides. The demo is a smoke run of the"

@@ -83,6 +83,11 @@ def main() -> None:
         help="model folders under RESULTS/models (smollm2: converted if missing)",
     )
     ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument(
+        "--stage1",
+        type=Path,
+        help="a stage-1 model folder (default: RESULTS/training/stage1/model)",
+    )
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out" / "llm_step")
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
@@ -95,7 +100,7 @@ def main() -> None:
             t0 = time.perf_counter()
             convert_packaged_llm("smollm2", llm)
             rows.append({"convert_smollm2_s": round(time.perf_counter() - t0, 1)})
-        stage1 = a.results / "training" / "stage1" / "model"
+        stage1 = a.stage1 or a.results / "training" / "stage1" / "model"
         rows.append(one_run(2, "full", llm, stage1, a))
         stage2 = a.out / f"s2_full_{llm.name}" / "model"
         for tuning in ("lora", "full"):
