@@ -299,16 +299,30 @@ def paired(a: dict, b: dict) -> dict[str, Any]:
     return paired_comparison(ta, tb, "accuracy")
 
 
-def report_facts(metrics: dict, model: str) -> dict[str, float | None]:
-    """Fact accuracy and contradiction rate of ``model``'s reports (the ``report`` family's
-    fact scores in the evaluation's metrics.json)."""
-    facts = (metrics.get("facts") or {}).get("report", {}).get("models", {}).get(model)
+REPORT_FACT_KEYS = (
+    "fact_accuracy", "fact_recall", "contradiction_rate", "slide_accuracy", "region_accuracy",
+    "patch_accuracy", "cell_accuracy", "diagnosis_accuracy", "lesion_location_accuracy",
+    "inflammation_focus_accuracy", "focus_location_accuracy", "architecture_accuracy",
+    "nucleus_size_accuracy", "chromatin_accuracy", "tissue_pieces_accuracy",
+    "lesion_extent_pct_mae",
+)  # fmt: skip
+
+
+def report_facts(metrics: dict, model: str, family: str = "report") -> dict[str, Any]:
+    """``model``'s fact scores on the ``family`` texts (the evaluation's metrics.json ``facts``):
+    the values of :data:`REPORT_FACT_KEYS`, the fact accuracy's interval, and (for the method)
+    the paired difference of fact accuracy against every other model."""
+    e = (metrics.get("facts") or {}).get(family) or {}
+    facts = e.get("models", {}).get(model)
     if not facts:
         return {}
-    m, iv = facts["metrics"], facts.get("intervals", {})
-    return {k: m.get(k) for k in ("fact_accuracy", "contradiction_rate")} | {
-        f"{k}_interval": iv.get(k) for k in ("fact_accuracy", "contradiction_rate")
-    }
+    out: dict[str, Any] = {k: facts["metrics"].get(k) for k in REPORT_FACT_KEYS}
+    out["fact_accuracy_interval"] = facts.get("intervals", {}).get("fact_accuracy")
+    if model == METHOD:
+        out["paired"] = {
+            base: per.get("fact_accuracy") for base, per in (e.get("paired") or {}).items()
+        }
+    return out
 
 
 def summarise(out: Path, seeds: list[int]) -> dict[str, Any]:
@@ -414,14 +428,51 @@ def markdown(rows: dict[str, Any], selection: dict, extraction: dict | None) -> 
         for label, r in rows.items():
             cells = [f"{r[key][f]['accuracy']:.2f}" if f in r[key] else "-" for f in groups]
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines += ["", "Report facts (fact accuracy; contradiction rate; mean over seeds):", ""]
+    lines += [
+        "",
+        "Facts stated in the generated reports (hwsi_model/evaluation/facts.py): fact accuracy per"
+        " seed (95% interval over slides), contradiction rate and accuracy per scale (mean over"
+        " seeds); the method minus each baseline in fact accuracy, per seed (interval, p):",
+        "",
+        "| model | fact accuracy | contradiction rate | slide / region / patch / cell |"
+        " method minus this |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    method_paired = rows.get(METHOD, {}).get("report_facts", {})
     for label, r in rows.items():
-        vals = [v for v in r["report_facts"].values() if v and v.get("fact_accuracy") is not None]
-        if vals:
-            fa = np.mean([v["fact_accuracy"] for v in vals])
-            cr = np.mean([v["contradiction_rate"] for v in vals])
-            lines.append(f"- {label}: fact accuracy {fa:.3f}, contradiction rate {cr:.3f}")
+        per = {
+            s: v for s, v in r["report_facts"].items() if v and v.get("fact_accuracy") is not None
+        }
+        if not per:
+            continue
+        fa = " / ".join(
+            f"{v['fact_accuracy']:.3f} {iv(v['fact_accuracy_interval'])}" for v in per.values()
+        )
+        cr = np.mean([v["contradiction_rate"] for v in per.values()])
+        scales = " / ".join(
+            _fmt(
+                np.mean(
+                    [
+                        v[f"{sc}_accuracy"]
+                        for v in per.values()
+                        if v.get(f"{sc}_accuracy") is not None
+                    ]
+                    or [np.nan]
+                )
+            )
+            for sc in ("slide", "region", "patch", "cell")
+        )
+        diff = " / ".join(
+            f"{c['difference']:+.3f} {iv(c['interval'])}, p {c['p_value']:.3g}"
+            for s, m in method_paired.items()
+            if (c := (m or {}).get("paired", {}).get(label)) and c.get("p_value") is not None
+        )
+        lines.append(f"| {label} | {fa} | {cr:.3f} | {scales} | {diff or '-'} |")
     return "\n".join(lines) + "\n"
+
+
+def _fmt(x: float) -> str:
+    return "-" if not np.isfinite(x) else f"{x:.2f}"
 
 
 # ----------------------------------------------------------------------------- main
