@@ -113,7 +113,9 @@ EMBED_HASH = config_hash(
 # The prompt bank counts only where it is used (query "prompts"), so its default changes no
 # other run's selection.
 SELECTION_HASHED = {
-    k: v for k, v in SELECTION.items() if k != "prompts" or SELECTION["query"] == "prompts"
+    k: v
+    for k, v in SELECTION.items()
+    if k != "prompts" or SELECTION["query"] == "prompts"
 }
 SELECT_HASH = config_hash(SELECTION_HASHED)
 # Recorded in the cell-embedding store (its inputs carry the selection and cells hashes).
