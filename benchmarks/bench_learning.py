@@ -192,14 +192,18 @@ class Bench:
     def extract(self) -> None:
         """Tiles, nuclei and embeddings of every slide once (the manifest's inputs). A lock
         left by an interrupted run of this benchmark is removed first."""
+        timing = self.out / "extraction.json"
+        if timing.is_file() and (self.results / "manifest.csv").is_file():
+            return
+        # A results folder already there means an earlier, interrupted extraction: its
+        # seconds are lost, so the figure written is marked as the resumed part only.
+        resumed = self.results.is_dir()
         cfg = self.config({}, "val", 0)
         self.snakemake(cfg, "--unlock")
         seconds = self.snakemake(cfg, str(self.results / "manifest.csv"))
-        log.info("extraction: %.0f s", seconds)
-        timing = self.out / "extraction.json"
-        if not timing.is_file():
-            timing.write_text(json.dumps({"seconds": round(seconds, 1),
-                                          "slides": self.args.slides}) + "\n")  # fmt: skip
+        log.info("extraction: %.0f s%s", seconds, " (resumed)" if resumed else "")
+        timing.write_text(json.dumps({"seconds": round(seconds, 1), "slides": self.args.slides,
+                                      "resumed": resumed}) + "\n")  # fmt: skip
 
     def select(self) -> dict:
         """Stage-1 epochs with the auxiliary losses off, then the auxiliary losses on with the
@@ -332,7 +336,11 @@ def summarise(out: Path, seeds: list[int]) -> dict[str, Any]:
     test = out / "test"
     runs: dict[str, dict[int, dict]] = defaultdict(dict)
     metrics: dict[str, dict[int, dict]] = defaultdict(dict)
-    for name_dir in sorted(p for p in test.glob("*") if p.is_dir()):
+    # The main run (method and baselines) first, then the ablations.
+    dirs = sorted(
+        (p for p in test.glob("*") if p.is_dir()), key=lambda p: (p.name != "hierarchy", p.name)
+    )
+    for name_dir in dirs:
         for seed in seeds:
             d = name_dir / f"seed{seed}"
             if (d / "closed.json").is_file():
@@ -383,7 +391,9 @@ def _mean_over_seeds(per_seed: list[dict[str, dict]]) -> dict[str, dict]:
     }  # fmt: skip
 
 
-def markdown(rows: dict[str, Any], selection: dict, extraction: dict | None) -> str:
+def markdown(
+    rows: dict[str, Any], selection: dict, extraction: dict | None, ledger: dict | None = None
+) -> str:
     def iv(x):
         return f"[{x[0]:.2f}, {x[1]:.2f}]" if x else "-"
 
@@ -395,8 +405,16 @@ def markdown(rows: dict[str, Any], selection: dict, extraction: dict | None) -> 
             + f" -> **{selection['candidate']}**."
         )
     if extraction:
+        part = " (the resumed part of an interrupted run)" if extraction.get("resumed") else ""
         lines.append(
-            f"Extraction: {extraction['seconds']:.0f} s for {extraction['slides']} slides."
+            f"Extraction: {extraction['seconds']:.0f} s for {extraction['slides']} slides{part}."
+        )
+    if ledger:
+        runs = sum(v["seconds"] for v in ledger.values())
+        total = runs + (extraction or {}).get("seconds", 0.0)
+        lines.append(
+            f"Training and evaluation: {runs / 60:.1f} min in {len(ledger)} runs; with the"
+            f" extraction {total / 60:.1f} min of wall time."
         )
     lines += [
         "",
@@ -506,7 +524,8 @@ def main() -> None:
     ext = bench.out / "extraction.json"
     (bench.out / "summary.json").write_text(json.dumps(rows, indent=1) + "\n")
     md = markdown(rows, json.loads(sel.read_text()) if sel.is_file() else {},
-                  json.loads(ext.read_text()) if ext.is_file() else None)  # fmt: skip
+                  json.loads(ext.read_text()) if ext.is_file() else None,
+                  bench.ledger())  # fmt: skip
     (bench.out / "summary.md").write_text(md)
     print(md)
 
