@@ -10,6 +10,7 @@ from hwsi_model.workflow_config import config_hash, require
 from hwsi_model.data.layout import TRAINING_RUN, OutputLayout, parse_training_run
 from hwsi_model.jobs.batches import batch_rule_name, slide_batches
 from hwsi_model.model.packaged_llm import PACKAGED_LLMS
+from hwsi_model.training.stage_config import resolve_llm_tuning
 from hwsi_model.samples import missing_files, read_sample_sheet, usable_slides
 
 # Planning a large cohort creates millions of objects (jobs, files, rules); each full collection
@@ -291,6 +292,10 @@ def train_settings(wildcards):
     the auxiliary losses (they need the hierarchy)."""
     stage, baseline = train_run(wildcards)
     settings = {**TRAIN[f"stage{stage}"], "stage": stage}
+    # Only stage 3 tunes the LLM: stages 1-2 keep their settings (and outputs) when it changes.
+    tuning = settings.pop("llm_tuning", "auto")
+    if stage == 3:
+        settings["llm_tuning"] = resolve_llm_tuning(tuning, require(config, "training.llm"))
     if baseline:
         settings.update(visual_input=baseline, aux_losses=False)
     return settings

@@ -86,6 +86,25 @@ def test_stage_settings_in_the_schema_are_the_stage_config_fields():
     }  # fmt: skip
 
 
+@pytest.mark.parametrize(
+    ("tuning", "llm", "resolved"),
+    [
+        ("auto", "demo", "full"),  # the tiny LM built from the cohort
+        ("auto", "smollm2", "lora"),  # a packaged pretrained LLM
+        ("auto", "models/Qwen2.5-7B-Instruct", "lora"),  # any pretrained folder
+        ("full", "smollm2", "full"),  # a setting is kept
+        ("lora", "demo", "lora"),
+    ],
+)
+def test_llm_tuning_auto_is_lora_for_a_pretrained_llm(tuning, llm, resolved):
+    from hwsi_model.training.stage_config import StageConfig, resolve_llm_tuning
+
+    assert validate_config({"samples": "s", "training": {"stage3": {"llm_tuning": tuning}}})
+    assert resolve_llm_tuning(tuning, llm) == resolved
+    with pytest.raises(ValueError, match="llm_tuning"):
+        StageConfig(stage=3, llm_tuning="auto")  # resolved by the workflow, never passed on
+
+
 def test_no_demo_defaults_and_unset_keys_are_named():
     cfg = validate_config({"samples": "s.csv"})
     assert "llm" not in cfg["training"] and "reports" not in cfg["training"]

@@ -69,7 +69,8 @@ class StageConfig:
     lm_weight: float | None = None
     hc_weight: float | None = None
     cs_weight: float | None = None
-    #: Stage 3: ``"lora"`` or ``"full"``; LoRA rank/alpha/dropout/targets.
+    #: Stage 3: ``"lora"`` or ``"full"`` (the workflow's ``"auto"`` is resolved before, by
+    #: ``resolve_llm_tuning``); LoRA rank/alpha/dropout/targets.
     llm_tuning: str = "lora"
     lora_r: int = 16
     lora_alpha: int = 32
@@ -147,6 +148,16 @@ class StageConfig:
     @classmethod
     def load(cls, path: str | Path) -> StageConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def resolve_llm_tuning(tuning: str, llm: str | None) -> str:
+    """Stage 3's LLM tuning with ``"auto"`` decided by the LLM (``training.llm``): full tuning
+    for the workflow's tiny demo LM (``"demo"``: two layers of width 64 built from the cohort,
+    where adapters would only shrink what it can learn), LoRA for a pretrained LLM (a packaged
+    name such as ``"smollm2"`` or a folder), which keeps its weights and the optimizer small."""
+    if tuning != "auto":
+        return tuning
+    return "full" if llm == "demo" else "lora"
 
 
 def lr_lambda(config: StageConfig, total_steps: int):
