@@ -67,6 +67,23 @@ STAGE1_EPOCHS = (10, 20)
 BASELINES = ["flat", "flat_cells", "none"]
 METHOD = "hierarchical"
 
+#: Runs with a pretrained LLM instead of the demo's tiny LM (issue 15): the method and its
+#: text-only baseline, seed 0, on the test split (``--phase smollm2``). Not selected on
+#: validation but fixed before the run by this machine's budget (SmolLM2 takes about 40 s a
+#: stage-3 step on 2 cores; benchmarks/RESULTS.md): stage 2 two epochs (30 steps), stage 3 one
+#: epoch (61 steps) with LoRA (``llm_tuning: auto``) at LLaVA's LoRA learning rate, 2e-4;
+#: stage 1 is the main run's (it does not involve the LLM).
+LLM_RUNS: dict[str, dict] = {
+    "smollm2": {
+        "training": {
+            "llm": "smollm2",
+            "baselines": ["none"],
+            "stage2": {"epochs": 2},
+            "stage3": {"epochs": 1, "lr": 2e-4, "llm_tuning": "auto"},
+        }
+    }
+}
+
 
 # ----------------------------------------------------------------------------- runs
 
@@ -243,6 +260,12 @@ class Bench:
                 if name != "hierarchy":
                     self.run(name, overrides, "test", seed)
 
+    def llm_run(self, name: str, chosen: dict) -> None:
+        """The method and its text-only baseline with another LLM (:data:`LLM_RUNS`), on the
+        test split, seed 0 (read once, like every configuration)."""
+        overrides = _deep_update({"training": chosen["settings"]}, LLM_RUNS[name])
+        self.run(name, overrides, "test", 0)
+
 
 def _env() -> dict:
     import os
@@ -329,57 +352,74 @@ def report_facts(metrics: dict, model: str, family: str = "report") -> dict[str,
     return out
 
 
-def summarise(out: Path, seeds: list[int]) -> dict[str, Any]:
-    """Per configuration and model on the test split: accuracy per seed (interval), mean and
-    range over seeds; paired differences method minus every other model/ablation per seed;
-    per fact and per scale (mean over seeds); report facts."""
-    test = out / "test"
+def _load_runs(out: Path, seeds: list[int]) -> tuple[dict, dict]:
+    """``closed.json`` and ``metrics.json`` of every test run: ``{config: {seed: ...}}``."""
     runs: dict[str, dict[int, dict]] = defaultdict(dict)
     metrics: dict[str, dict[int, dict]] = defaultdict(dict)
-    # The main run (method and baselines) first, then the ablations.
-    dirs = sorted(
-        (p for p in test.glob("*") if p.is_dir()), key=lambda p: (p.name != "hierarchy", p.name)
-    )
-    for name_dir in dirs:
+    for name_dir in sorted(p for p in (out / "test").glob("*") if p.is_dir()):
         for seed in seeds:
             d = name_dir / f"seed{seed}"
             if (d / "closed.json").is_file():
                 runs[name_dir.name][seed] = json.loads((d / "closed.json").read_text())
                 metrics[name_dir.name][seed] = json.loads((d / "metrics.json").read_text())
+    return runs, metrics
+
+
+def _row(per_seed: dict, metrics: dict, model: str, ref: dict | None) -> dict[str, Any]:
+    """One model of one configuration: accuracy per seed (interval), mean and range over seeds,
+    per fact and scale, report facts; with ``ref`` (a run's per-seed results) the paired
+    difference of that run's method minus this model, per seed."""
+    accs = {s: r["models"][model] for s, r in per_seed.items() if model in r["models"]}
+    row: dict[str, Any] = {
+        "seeds": sorted(accs),
+        "accuracy": {s: v["accuracy"] for s, v in accs.items()},
+        "interval": {s: v["interval"] for s, v in accs.items()},
+        "mean": float(np.mean([v["accuracy"] for v in accs.values()])),
+        "range": [
+            min(v["accuracy"] for v in accs.values()),
+            max(v["accuracy"] for v in accs.values()),
+        ],
+        "by_scale": _mean_over_seeds([v["by_scale"] for v in accs.values()]),
+        "by_fact": _mean_over_seeds([v["by_fact"] for v in accs.values()]),
+        "n": next(iter(accs.values()))["n"],
+        "n_slides": next(iter(accs.values()))["n_slides"],
+        "report_facts": {s: report_facts(metrics[s], model) for s in accs},
+    }
+    if ref is not None:
+        row["method_minus_this"] = {
+            s: paired(ref[s]["items"][METHOD], per_seed[s]["items"][model])
+            for s in accs
+            if s in ref and METHOD in ref[s]["items"]
+        }
+    return row
+
+
+def summarise(out: Path, seeds: list[int]) -> dict[str, Any]:
+    """Per configuration and model on the test split: accuracy per seed (interval), mean and
+    range over seeds; paired differences method minus every other model/ablation per seed;
+    per fact and per scale (mean over seeds); report facts. ``rows``: the main run (method and
+    baselines) then the ablations, against the main run's method; ``llm_runs``: a run with
+    another LLM (:data:`LLM_RUNS`), its method and baselines against its own method."""
+    runs, metrics = _load_runs(out, seeds)
     if "hierarchy" not in runs:
         return {}
-    rows: dict[str, dict] = {}
     ref = runs["hierarchy"]
-    for name, per_seed in runs.items():
-        models = list(next(iter(per_seed.values()))["models"])
-        for model in sorted(models, key=lambda m: (m != METHOD, m)):
-            if name != "hierarchy" and model != METHOD:
-                continue  # an ablation run's baselines repeat the main run's
-            label = model if name == "hierarchy" else f"{METHOD} ({name})"
-            accs = {s: r["models"][model] for s, r in per_seed.items() if model in r["models"]}
-            row: dict[str, Any] = {
-                "seeds": sorted(accs),
-                "accuracy": {s: v["accuracy"] for s, v in accs.items()},
-                "interval": {s: v["interval"] for s, v in accs.items()},
-                "mean": float(np.mean([v["accuracy"] for v in accs.values()])),
-                "range": [
-                    min(v["accuracy"] for v in accs.values()),
-                    max(v["accuracy"] for v in accs.values()),
-                ],
-                "by_scale": _mean_over_seeds([v["by_scale"] for v in accs.values()]),
-                "by_fact": _mean_over_seeds([v["by_fact"] for v in accs.values()]),
-                "n": next(iter(accs.values()))["n"],
-                "n_slides": next(iter(accs.values()))["n_slides"],
-                "report_facts": {s: report_facts(metrics[name][s], model) for s in accs},
-            }
-            if label != METHOD:
-                row["method_minus_this"] = {
-                    s: paired(ref[s]["items"][METHOD], per_seed[s]["items"][model])
-                    for s in accs
-                    if s in ref and METHOD in ref[s]["items"]
-                }
-            rows[label] = row
-    return rows
+    rows: dict[str, dict] = {}
+    for model in sorted(next(iter(ref.values()))["models"], key=lambda m: (m != METHOD, m)):
+        rows[model] = _row(ref, metrics["hierarchy"], model, None if model == METHOD else ref)
+    for name in sorted(set(runs) - {"hierarchy"} - set(LLM_RUNS)):
+        # An ablation trains no baselines of its own: they would repeat the main run's.
+        rows[f"{METHOD} ({name})"] = _row(runs[name], metrics[name], METHOD, ref)
+    llm_runs: dict[str, dict] = {}
+    for name in sorted(set(runs) & set(LLM_RUNS)):
+        own = runs[name]
+        models = sorted(next(iter(own.values()))["models"], key=lambda m: (m != METHOD, m))
+        llm_runs[name] = {
+            m: _row(own, metrics[name], m, None if m == METHOD else own)
+            for m in models
+            if m != "majority"  # the same answers whatever the LLM: the main run has it
+        }
+    return {"rows": rows, "llm_runs": llm_runs}
 
 
 def _mean_over_seeds(per_seed: list[dict[str, dict]]) -> dict[str, dict]:
@@ -392,11 +432,12 @@ def _mean_over_seeds(per_seed: list[dict[str, dict]]) -> dict[str, dict]:
 
 
 def markdown(
-    rows: dict[str, Any], selection: dict, extraction: dict | None, ledger: dict | None = None
+    summary: dict[str, Any], selection: dict, extraction: dict | None, ledger: dict | None = None
 ) -> str:
     def iv(x):
         return f"[{x[0]:.2f}, {x[1]:.2f}]" if x else "-"
 
+    rows = summary.get("rows", {})
     lines = []
     if selection:
         lines.append(
@@ -486,6 +527,35 @@ def markdown(
             if (c := (m or {}).get("paired", {}).get(label)) and c.get("p_value") is not None
         )
         lines.append(f"| {label} | {fa} | {cr:.3f} | {scales} | {diff or '-'} |")
+    for name, llm_rows in summary.get("llm_runs", {}).items():
+        lines += [
+            "",
+            f"With {name} (its method against its own baselines; settings `LLM_RUNS[{name!r}]`"
+            " of this script, fixed before the run):",
+            "",
+            "| model | closed accuracy per seed (95% interval) | method minus this (interval; p)"
+            " | report fact accuracy | slide / region / patch / cell |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for label, r in llm_rows.items():
+            per = " / ".join(f"{r['accuracy'][s]:.3f} {iv(r['interval'][s])}" for s in r["seeds"])
+            diff = " / ".join(
+                f"{c['difference']:+.3f} {iv(c['interval'])}, p {c['p_value']:.3g}"
+                for c in (r.get("method_minus_this") or {}).values()
+                if c.get("p_value") is not None
+            )
+            facts = [v for v in r["report_facts"].values() if v]
+            fa = " / ".join(
+                f"{v['fact_accuracy']:.3f} {iv(v['fact_accuracy_interval'])}"
+                for v in facts
+                if v.get("fact_accuracy") is not None
+            )
+            scales = " / ".join(
+                _fmt(np.mean([v[f"{sc}_accuracy"] for v in facts
+                              if v.get(f"{sc}_accuracy") is not None] or [np.nan]))
+                for sc in ("slide", "region", "patch", "cell")
+            )  # fmt: skip
+            lines.append(f"| {label} | {per} | {diff or '-'} | {fa or '-'} | {scales} |")
     return "\n".join(lines) + "\n"
 
 
@@ -498,7 +568,9 @@ def _fmt(x: float) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--phase", choices=["all", "select", "test", "summary"], default="all")
+    ap.add_argument(
+        "--phase", choices=["all", "select", "test", "smollm2", "summary"], default="all"
+    )
     ap.add_argument("--slides", type=int, default=150)
     ap.add_argument("--scale", type=float, default=0.75)
     ap.add_argument("--cohort-seed", type=int, default=1)
@@ -519,6 +591,8 @@ def main() -> None:
         chosen = bench.select()
         if args.phase in ("all", "test"):
             bench.test(chosen)
+        if args.phase == "smollm2":
+            bench.llm_run("smollm2", chosen)
     rows = summarise(bench.out, args.seeds)
     sel = bench.out / "selection.json"
     ext = bench.out / "extraction.json"
