@@ -3,6 +3,7 @@ intervals, next to the simplest baselines and the ablations, on this 2-core mach
 
     python benchmarks/bench_learning.py            # or: make bench-learning
     python benchmarks/bench_learning.py --phase summary   # tables from the saved results
+    python benchmarks/bench_learning.py --phase smollm2   # + SmolLM2 (LLM_RUNS; 1-2 h here)
 
 What it runs: the workflow itself (``snakemake``, this repository's Snakefile and config.yaml),
 on a synthetic cohort of the demo generator v2 (``hwsi-demo cohort``: 150 small slides, a third
