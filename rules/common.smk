@@ -295,7 +295,9 @@ def train_settings(wildcards):
     # Only stage 3 tunes the LLM: stages 1-2 keep their settings (and outputs) when it changes.
     tuning = settings.pop("llm_tuning", "auto")
     if stage == 3:
-        settings["llm_tuning"] = resolve_llm_tuning(tuning, require(config, "training.llm"))
+        settings["llm_tuning"] = resolve_llm_tuning(
+            tuning, require(config, "training.llm")
+        )
     if baseline:
         settings.update(visual_input=baseline, aux_losses=False)
     return settings
