@@ -81,6 +81,21 @@ def test_the_nucleus_model_learns_from_training_slides_only(trained, cohort):
     assert metrics["held_out"]["n_tiles"] == per_split["test"]
 
 
+def test_training_twice_gives_the_same_model(cohort, tmp_path):
+    """Same data and seed, same model: Keras 3 seeds its initialisers from Python's random,
+    which the training must seed too (the learning benchmark's two runs once differed)."""
+    from hwsi_model.cells.train import TrainParams, train_stardist
+
+    params = TrainParams(epochs=1, steps_per_epoch=2, unet_n_depth=1, unet_n_filter_base=8)
+    index, sheet = cohort / "nuclei_gt" / "index.csv", cohort / "samples.csv"
+    runs = []
+    for k in range(2):
+        m = train_stardist(index, sheet, tmp_path / f"m{k}", params)
+        m.pop("train_seconds")
+        runs.append(m)
+    assert runs[0] == runs[1]
+
+
 def test_unknown_and_uncached_models_fail_fast(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     t = time.perf_counter()

@@ -159,8 +159,9 @@ def train_stardist(
     # One line per epoch in logs instead of a redrawn progress bar per step.
     keras.config.disable_interactive_logging()
 
-    np.random.seed(params.seed)
-    tf.random.set_seed(params.seed)
+    # Python's, NumPy's and TensorFlow's generators: Keras 3 draws its initialisers' seeds from
+    # Python's ``random`` (tf.random.set_seed alone left two runs with different models).
+    keras.utils.set_random_seed(params.seed)
     tf.config.experimental.enable_op_determinism()  # same data and seed -> same model
     tiles = load_gt_tiles(index_csv, samples_csv, params.mpp, params.nucleus_free)
     train = [t for t in tiles if t.split == "train"]
