@@ -212,14 +212,14 @@ class Bench:
     def extract(self) -> None:
         """Tiles, nuclei and embeddings of every slide once (the manifest's inputs). A lock
         left by an interrupted run of this benchmark is removed first."""
+        cfg = self.config({}, "val", 0)
+        self.snakemake(cfg, "--unlock")
         timing = self.out / "extraction.json"
         if timing.is_file() and (self.results / "manifest.csv").is_file():
-            return
+            return  # the runs' own snakemake calls bring anything newer up to date
         # A results folder already there means an earlier, interrupted extraction: its
         # seconds are lost, so the figure written is marked as the resumed part only.
         resumed = self.results.is_dir()
-        cfg = self.config({}, "val", 0)
-        self.snakemake(cfg, "--unlock")
         seconds = self.snakemake(cfg, str(self.results / "manifest.csv"))
         log.info("extraction: %.0f s%s", seconds, " (resumed)" if resumed else "")
         timing.write_text(json.dumps({"seconds": round(seconds, 1), "slides": self.args.slides,
@@ -453,12 +453,43 @@ def _mean_over_seeds(per_seed: list[dict[str, dict]]) -> dict[str, dict]:
     }  # fmt: skip
 
 
+def _iv(x: list[float] | None) -> str:
+    return f"[{x[0]:.2f}, {x[1]:.2f}]" if x else "-"
+
+
+def _per_seed(r: dict) -> str:
+    """Closed accuracy per seed with its interval: ``0.412 [0.37, 0.46] / ...``."""
+    return " / ".join(f"{r['accuracy'][s]:.3f} {_iv(r['interval'][s])}" for s in r["seeds"])
+
+
+def _differences(comparisons: Any) -> str:
+    """Paired comparisons as ``+0.101 [0.04, 0.17], p 0.0034 / ...`` (``-`` when none)."""
+    text = " / ".join(
+        f"{c['difference']:+.3f} {_iv(c['interval'])}, p {c['p_value']:.3g}"
+        for c in comparisons
+        if c and c.get("p_value") is not None
+    )
+    return text or "-"
+
+
+def _report_cells(r: dict) -> tuple[str, float, str] | None:
+    """A row's report facts: fact accuracy per seed (interval), mean contradiction rate, mean
+    accuracy per scale (slide / region / patch / cell); ``None`` without report facts."""
+    per = [v for v in r["report_facts"].values() if v and v.get("fact_accuracy") is not None]
+    if not per:
+        return None
+    fa = " / ".join(f"{v['fact_accuracy']:.3f} {_iv(v['fact_accuracy_interval'])}" for v in per)
+    scales = " / ".join(
+        _fmt(np.mean([v[f"{sc}_accuracy"] for v in per
+                      if v.get(f"{sc}_accuracy") is not None] or [np.nan]))
+        for sc in ("slide", "region", "patch", "cell")
+    )  # fmt: skip
+    return fa, float(np.mean([v["contradiction_rate"] for v in per])), scales
+
+
 def markdown(
     summary: dict[str, Any], selection: dict, extraction: dict | None, ledger: dict | None = None
 ) -> str:
-    def iv(x):
-        return f"[{x[0]:.2f}, {x[1]:.2f}]" if x else "-"
-
     rows = summary.get("rows", {})
     lines = []
     if selection:
@@ -472,11 +503,13 @@ def markdown(
         lines.append(
             f"Extraction: {extraction['seconds']:.0f} s for {extraction['slides']} slides{part}."
         )
-    if ledger:
-        runs = sum(v["seconds"] for v in ledger.values())
+    # The protocol's runs only: a run with another LLM is an addition with its own time.
+    main = {k: v for k, v in (ledger or {}).items() if k.split("/")[1] not in LLM_RUNS}
+    if main:
+        runs = sum(v["seconds"] for v in main.values())
         total = runs + (extraction or {}).get("seconds", 0.0)
         lines.append(
-            f"Training and evaluation: {runs / 60:.1f} min in {len(ledger)} runs; with the"
+            f"Training and evaluation: {runs / 60:.1f} min in {len(main)} runs; with the"
             f" extraction {total / 60:.1f} min of wall time."
         )
     lines += [
@@ -486,15 +519,10 @@ def markdown(
         "| --- | --- | --- | --- |",
     ]
     for label, r in rows.items():
-        per = " / ".join(f"{r['accuracy'][s]:.3f} {iv(r['interval'][s])}" for s in r["seeds"])
-        diff = " / ".join(
-            f"{c['difference']:+.3f} {iv(c['interval'])}, p {c['p_value']:.3g}"
-            for c in (r.get("method_minus_this") or {}).values()
-            if c.get("p_value") is not None
-        )
+        diff = _differences((r.get("method_minus_this") or {}).values())
         lines.append(f"| {label} | {r['mean']:.3f} [{r['range'][0]:.3f}, {r['range'][1]:.3f}] "
                      f"({len(r['seeds'])} seed{'s' if len(r['seeds']) > 1 else ''}) "
-                     f"| {per} | {diff or '-'} |")  # fmt: skip
+                     f"| {_per_seed(r)} | {diff} |")  # fmt: skip
     for key in ("by_scale", "by_fact"):
         groups = sorted({f for r in rows.values() for f in r[key]})
         first = next(iter(rows.values()))[key]
@@ -521,34 +549,11 @@ def markdown(
     ]
     method_paired = rows.get(METHOD, {}).get("report_facts", {})
     for label, r in rows.items():
-        per = {
-            s: v for s, v in r["report_facts"].items() if v and v.get("fact_accuracy") is not None
-        }
-        if not per:
+        if not (cells := _report_cells(r)):
             continue
-        fa = " / ".join(
-            f"{v['fact_accuracy']:.3f} {iv(v['fact_accuracy_interval'])}" for v in per.values()
-        )
-        cr = np.mean([v["contradiction_rate"] for v in per.values()])
-        scales = " / ".join(
-            _fmt(
-                np.mean(
-                    [
-                        v[f"{sc}_accuracy"]
-                        for v in per.values()
-                        if v.get(f"{sc}_accuracy") is not None
-                    ]
-                    or [np.nan]
-                )
-            )
-            for sc in ("slide", "region", "patch", "cell")
-        )
-        diff = " / ".join(
-            f"{c['difference']:+.3f} {iv(c['interval'])}, p {c['p_value']:.3g}"
-            for s, m in method_paired.items()
-            if (c := (m or {}).get("paired", {}).get(label)) and c.get("p_value") is not None
-        )
-        lines.append(f"| {label} | {fa} | {cr:.3f} | {scales} | {diff or '-'} |")
+        fa, cr, scales = cells
+        diff = _differences((m or {}).get("paired", {}).get(label) for m in method_paired.values())
+        lines.append(f"| {label} | {fa} | {cr:.3f} | {scales} | {diff} |")
     for name, llm_rows in summary.get("llm_runs", {}).items():
         lines += [
             "",
@@ -560,24 +565,9 @@ def markdown(
             "| --- | --- | --- | --- | --- |",
         ]
         for label, r in llm_rows.items():
-            per = " / ".join(f"{r['accuracy'][s]:.3f} {iv(r['interval'][s])}" for s in r["seeds"])
-            diff = " / ".join(
-                f"{c['difference']:+.3f} {iv(c['interval'])}, p {c['p_value']:.3g}"
-                for c in (r.get("method_minus_this") or {}).values()
-                if c.get("p_value") is not None
-            )
-            facts = [v for v in r["report_facts"].values() if v]
-            fa = " / ".join(
-                f"{v['fact_accuracy']:.3f} {iv(v['fact_accuracy_interval'])}"
-                for v in facts
-                if v.get("fact_accuracy") is not None
-            )
-            scales = " / ".join(
-                _fmt(np.mean([v[f"{sc}_accuracy"] for v in facts
-                              if v.get(f"{sc}_accuracy") is not None] or [np.nan]))
-                for sc in ("slide", "region", "patch", "cell")
-            )  # fmt: skip
-            lines.append(f"| {label} | {per} | {diff or '-'} | {fa or '-'} | {scales} |")
+            diff = _differences((r.get("method_minus_this") or {}).values())
+            fa, _, scales = _report_cells(r) or ("-", 0.0, "- / - / - / -")
+            lines.append(f"| {label} | {_per_seed(r)} | {diff} | {fa} | {scales} |")
     return "\n".join(lines) + "\n"
 
 
