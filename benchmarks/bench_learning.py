@@ -72,10 +72,10 @@ METHOD = "hierarchical"
 
 #: Runs with a pretrained LLM instead of the demo's tiny LM (issue 15): the method and its
 #: text-only baseline, seed 0, on the test split (``--phase smollm2``). Not selected on
-#: validation but fixed before the run by this machine's budget (SmolLM2 takes about 40 s a
-#: stage-3 step on 2 cores; benchmarks/RESULTS.md): stage 2 two epochs (30 steps), stage 3 one
-#: epoch (61 steps) with LoRA (``llm_tuning: auto``) at LLaVA's LoRA learning rate, 2e-4;
-#: stage 1 is the main run's (it does not involve the LLM).
+#: validation but fixed before the run by this machine's budget (SmolLM2 took about 40 s a
+#: stage-3 step on 2 busy cores, 15 s on idle ones; benchmarks/RESULTS.md): stage 2 two epochs
+#: (30 steps), stage 3 one epoch (89 steps) with LoRA (``llm_tuning: auto``) at LLaVA's LoRA
+#: learning rate, 2e-4; stage 1 is the main run's (it does not involve the LLM).
 LLM_RUNS: dict[str, dict] = {
     "smollm2": {
         "training": {
@@ -472,19 +472,26 @@ def _differences(comparisons: Any) -> str:
     return text or "-"
 
 
-def _report_cells(r: dict) -> tuple[str, float, str] | None:
-    """A row's report facts: fact accuracy per seed (interval), mean contradiction rate, mean
-    accuracy per scale (slide / region / patch / cell); ``None`` without report facts."""
-    per = [v for v in r["report_facts"].values() if v and v.get("fact_accuracy") is not None]
+def _report_cells(r: dict) -> tuple[str, float, float, str] | None:
+    """A row's report facts: fact accuracy per seed (interval; ``-`` where its reports state no
+    fact), mean fact recall (the share of the slide's facts stated), mean contradiction rate,
+    mean accuracy per scale (slide / region / patch / cell); ``None`` without report facts."""
+    per = [v for v in r["report_facts"].values() if v and v.get("fact_recall") is not None]
     if not per:
         return None
-    fa = " / ".join(f"{v['fact_accuracy']:.3f} {_iv(v['fact_accuracy_interval'])}" for v in per)
+    fa = " / ".join(
+        f"{v['fact_accuracy']:.3f} {_iv(v['fact_accuracy_interval'])}"
+        if v.get("fact_accuracy") is not None
+        else "-"
+        for v in per
+    )
     scales = " / ".join(
         _fmt(np.mean([v[f"{sc}_accuracy"] for v in per
                       if v.get(f"{sc}_accuracy") is not None] or [np.nan]))
         for sc in ("slide", "region", "patch", "cell")
     )  # fmt: skip
-    return fa, float(np.mean([v["contradiction_rate"] for v in per])), scales
+    recall = float(np.mean([v["fact_recall"] for v in per]))
+    return fa, recall, float(np.mean([v["contradiction_rate"] for v in per])), scales
 
 
 def markdown(
@@ -540,20 +547,21 @@ def markdown(
     lines += [
         "",
         "Facts stated in the generated reports (hwsi_model/evaluation/facts.py): fact accuracy per"
-        " seed (95% interval over slides), contradiction rate and accuracy per scale (mean over"
-        " seeds); the method minus each baseline in fact accuracy, per seed (interval, p):",
+        " seed (95% interval over slides), fact recall (share of the slide's facts stated),"
+        " contradiction rate and accuracy per scale (mean over seeds); the method minus each"
+        " baseline in fact accuracy, per seed (interval, p):",
         "",
-        "| model | fact accuracy | contradiction rate | slide / region / patch / cell |"
-        " method minus this |",
-        "| --- | --- | --- | --- | --- |",
+        "| model | fact accuracy | fact recall | contradiction rate | slide / region / patch / cell"
+        " | method minus this |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     method_paired = rows.get(METHOD, {}).get("report_facts", {})
     for label, r in rows.items():
         if not (cells := _report_cells(r)):
             continue
-        fa, cr, scales = cells
+        fa, recall, cr, scales = cells
         diff = _differences((m or {}).get("paired", {}).get(label) for m in method_paired.values())
-        lines.append(f"| {label} | {fa} | {cr:.3f} | {scales} | {diff} |")
+        lines.append(f"| {label} | {fa} | {recall:.3f} | {cr:.3f} | {scales} | {diff} |")
     for name, llm_rows in summary.get("llm_runs", {}).items():
         lines += [
             "",
@@ -561,13 +569,16 @@ def markdown(
             " of this script, fixed before the run):",
             "",
             "| model | closed accuracy per seed (95% interval) | method minus this (interval; p)"
-            " | report fact accuracy | slide / region / patch / cell |",
-            "| --- | --- | --- | --- | --- |",
+            " | report fact accuracy | fact recall | slide / region / patch / cell |",
+            "| --- | --- | --- | --- | --- | --- |",
         ]
         for label, r in llm_rows.items():
             diff = _differences((r.get("method_minus_this") or {}).values())
-            fa, _, scales = _report_cells(r) or ("-", 0.0, "- / - / - / -")
-            lines.append(f"| {label} | {_per_seed(r)} | {diff} | {fa} | {scales} |")
+            cells = _report_cells(r)
+            fa, recall, scales = (
+                (cells[0], f"{cells[1]:.3f}", cells[3]) if cells else ("-", "-", "-")
+            )
+            lines.append(f"| {label} | {_per_seed(r)} | {diff} | {fa} | {recall} | {scales} |")
     return "\n".join(lines) + "\n"
 
 
