@@ -9,7 +9,7 @@ projector on the visual side and the text projector learn instead).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -31,7 +31,7 @@ class TextEncoder(nn.Module):
         pooling: ``"mean"`` (masked mean of the last hidden states) or ``"cls"``.
         max_length: tokens per text.
         trainable: when False (default) the encoder is frozen and runs without gradients.
-        batch_size: texts per forward pass in :meth:`encode_views`.
+        batch_size: at most this many texts per forward pass in :meth:`encode_views`.
     """
 
     def __init__(
@@ -93,8 +93,12 @@ def encode_views(
 ) -> dict[str, UnitEmbeddings]:
     """Encode the per-scale texts of ``views`` with ``encode(list[str]) -> [n, D]`` and pad them.
 
-    All texts of all scales go through ``encode`` in chunks of ``batch_size``; a report with no
-    text at a scale gets an all-False mask row.
+    Each distinct text is encoded once (a report's key terms recur across its scales and across
+    reports: about 190 distinct of 330 texts in a batch of 4 demo reports), in chunks of
+    similar length (:func:`_encode_distinct`): a chunk pads to its longest text, and one
+    128-token paragraph among 1-3-token terms made a batch cost about 13 times its real tokens.
+    Gradients reach the encoder through the shared rows as usual. A report with no text at a
+    scale gets an all-False mask row.
     """
     flat: list[str] = []
     spans: dict[str, list[tuple[int, int]]] = {}
@@ -104,8 +108,7 @@ def encode_views(
             items = v.for_scale(scale)
             spans[scale].append((len(flat), len(flat) + len(items)))
             flat.extend(items)
-    chunks = [encode(flat[i : i + batch_size]) for i in range(0, len(flat), batch_size)]
-    emb = torch.cat(chunks) if chunks else encode([])
+    emb = _encode_distinct(encode, flat, batch_size)
     out = {}
     for scale in scales:
         T = max([1] + [b - a for a, b in spans[scale]])
@@ -116,3 +119,30 @@ def encode_views(
             mask[i, : b - a] = True
         out[scale] = UnitEmbeddings(e, mask)
     return out
+
+
+#: A chunk of :func:`encode_views` pads to at most ``batch_size * CHARS_PER_TEXT`` characters:
+#: with 256, up to 256 key terms of 16 characters, or 32 sentences of 128 (measured on MiniLM,
+#: 16 costs the same as 8 and 10 % less than 32).
+CHARS_PER_TEXT = 16
+
+
+def _encode_distinct(
+    encode: Callable[[list[str]], Tensor], texts: list[str], batch_size: int
+) -> Tensor:
+    """``encode`` over the distinct ``texts``, shortest first, gathered back to
+    ``[len(texts), D]``. A chunk holds at most ``batch_size`` texts and ``batch_size *
+    CHARS_PER_TEXT`` padded characters (characters stand in for tokens: any ``encode`` works)."""
+    distinct = sorted(dict.fromkeys(texts), key=len)
+    if not distinct:
+        return encode([])
+    chunks: list[list[str]] = [[]]
+    for t in distinct:  # ascending: the text added is the chunk's longest
+        c = chunks[-1]
+        if c and (len(c) == batch_size or (len(c) + 1) * len(t) > batch_size * CHARS_PER_TEXT):
+            chunks.append(c := [])
+        c.append(t)
+    emb = torch.cat([encode(c) for c in chunks])
+    row = {t: i for i, t in enumerate(distinct)}
+    index = torch.tensor([row[t] for t in texts], dtype=torch.long, device=emb.device)
+    return emb.index_select(0, index)

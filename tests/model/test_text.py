@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F  # noqa: N812
 
-from hwsi_model.model.text_encoder import TextEncoder
+from hwsi_model.model.configuration import SCALES
+from hwsi_model.model.text_encoder import CHARS_PER_TEXT, TextEncoder, encode_views
 from hwsi_model.model.text_views import (
     find_terms,
     load_vocabulary,
@@ -99,3 +100,46 @@ def test_real_minilm_from_the_offline_package() -> None:
         enc(["marked nuclear pleomorphism", "pleomorphic nuclei", "adipose tissue"]), dim=-1
     )
     assert float(e[0] @ e[1]) > float(e[0] @ e[2]) + 0.1
+
+
+def test_views_encode_each_distinct_text_once_in_chunks_of_similar_length() -> None:
+    """A report's terms recur across scales and reports: each distinct text is encoded once,
+    shortest first, a chunk within ``batch_size`` texts and its padded-character budget, and
+    every row of the padded output is its own text's embedding."""
+    calls: list[list[str]] = []
+
+    def encode(texts: list[str]) -> torch.Tensor:  # a text's embedding: [length, first letter]
+        calls.append(list(texts))
+        return torch.tensor([[float(len(t)), float(ord(t[0]))] for t in texts]).reshape(-1, 2)
+
+    long = "Carcinoma with large pleomorphic nuclei and coarse chromatin. " * 6
+    views = [
+        split_report(long),
+        split_report("Benign glands. Small round nuclei."),
+        split_report(long),
+    ]
+    out = encode_views(encode, views, batch_size=4)
+    encoded = [t for c in calls for t in c]
+    every = [t for v in views for s in SCALES for t in v.for_scale(s)]
+    assert sorted(encoded) == sorted(set(every)) and len(every) > len(encoded)
+    assert [len(t) for t in encoded] == sorted(len(t) for t in encoded)
+    for c in calls:
+        assert len(c) <= 4 and (len(c) == 1 or len(c) * max(map(len, c)) <= 4 * CHARS_PER_TEXT)
+    for scale in SCALES:
+        for i, v in enumerate(views):
+            items = v.for_scale(scale)
+            assert out[scale].mask[i].sum() == len(items)
+            for j, t in enumerate(items):
+                assert out[scale].emb[i, j].tolist() == [float(len(t)), float(ord(t[0]))]
+
+
+def test_trained_encoder_gets_gradients_through_shared_texts(tiny_text_encoder_dir: Path) -> None:
+    enc = TextEncoder(tiny_text_encoder_dir, trainable=True)
+    views = [split_report("Large nuclei. Large nuclei again."), split_report("Large nuclei.")]
+    out = enc.encode_views(views)
+    loss = sum(u.emb[u.mask].pow(2).sum() for u in out.values())
+    loss.backward()
+    grads = [p.grad for p in enc.parameters() if p.grad is not None]
+    assert grads and any(float(g.abs().sum()) > 0 for g in grads)
+    # The shared text "Large nuclei." is one row for both reports: same value in both.
+    torch.testing.assert_close(out["region"].emb[0, 0], out["region"].emb[1, 0])
