@@ -312,3 +312,29 @@ def test_focus_annotations_hold_the_focus(cohort: Path) -> None:
     assert foci[spec.slide_id].label == "inflammation"
     assert inside[lym].mean() > 0.9
     assert inside[~lym].mean() < 0.2
+
+
+class _FixedBlock:
+    """A generator whose ``uniform`` (the lesion field's block size) returns ``block``."""
+
+    def __init__(self, block: float) -> None:
+        self.block, self.rng = block, np.random.default_rng(0)
+
+    def uniform(self, *args, **kwargs):
+        return self.block
+
+    def __getattr__(self, name: str):
+        return getattr(self.rng, name)
+
+
+def test_lesion_field_where_the_last_coarse_cell_passes_a_block_edge() -> None:
+    """A slide 1,001 um high has its last 4-um coarse centre at 1,002 um: past the edge, and
+    in the fourth 333.8-um block where the slide ends in the third (seed 2 of the learning
+    benchmark's cohort crashed here with an IndexError)."""
+    from hwsi_model.demo.synthetic_tissue import SlideSpec, lesion_field
+
+    spec = SlideSpec("s", "high_grade", 0.5, width_um=1001, height_um=1001)
+    tissue = np.ones((251, 251), np.float32)
+    field = lesion_field(spec, tissue, 0.3, _FixedBlock(333.8))
+    assert field.shape == (251, 251)
+    assert abs(float((field > 0).mean()) - 0.3) < 0.01

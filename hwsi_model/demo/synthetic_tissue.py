@@ -398,7 +398,10 @@ def lesion_field(
     pick = ti[rng.integers(0, ti.size)]
     cy, cx = yc[pick // inside.shape[1], 0], xc[0, pick % inside.shape[1]]
     by, bx = (yc // block + 0.5) * block, (xc // block + 0.5) * block  # block centres
-    nby, nbx = int(spec.height_um // block) + 1, int(spec.width_um // block) + 1
+    # The last coarse centre lies up to COARSE_UM / 2 past the slide's edge and can fall in one
+    # block more; the grid covers it (same size as before where it did not: same draws).
+    nby = int(max(spec.height_um, yc[-1, 0]) // block) + 1
+    nbx = int(max(spec.width_um, xc[0, -1]) // block) + 1
     jitter = rng.normal(0.0, 0.35, (nby, nbx)).astype(np.float32)
     score = (
         -np.hypot(by - cy, bx - cx) / block
