@@ -53,7 +53,7 @@ format: $(VENV)/.installed
 test: lint
 	PATH="$(BIN):$$PATH" $(BIN)/python -m pytest
 
-# The learning benchmark (benchmarks/bench_learning.py; not in CI): about 2 hours on 2 cores.
+# The learning benchmark (benchmarks/bench_learning.py; not in CI): about 75 minutes on 2 cores.
 bench-learning: $(VENV)/.installed
 	PATH="$(BIN):$$PATH" $(BIN)/python benchmarks/bench_learning.py
 
