@@ -186,11 +186,26 @@ def batch_members(batch, usable):
 
 def batch_outputs(job, ids):
     """Every output of the slides' ``prepare`` or ``extract`` job (OutputLayout.job_outputs);
-    update(): kept when the job re-runs, so that a step still current is not redone."""
+    update(): kept when the job re-runs, so that a step still current is not redone.
+
+    Kind by kind, the kinds other jobs and the default targets request first (grids, caches,
+    QC pictures): Snakemake finds a requested file among a rule's outputs by matching them in
+    order, compiling a regular expression for each (``Rule.is_producer``), so the kinds after
+    them are never compiled (benchmarks/RESULTS.md, "Planning").
+    """
+    kinds = list(zip(*(OUT.job_outputs(job, s) for s in ids)))
+    first = ids[0]
+    requested = {
+        OUT.tiles(first),
+        OUT.qc("tiling", first),
+        OUT.cache(first),
+        OUT.qc("cells", first),
+    }
+    kinds.sort(key=lambda kind: kind[0][0] not in requested)
     return [
         update(directory(path) if folder else path)
-        for s in ids
-        for path, folder in OUT.job_outputs(job, s)
+        for kind in kinds
+        for path, folder in kind
     ]
 
 

@@ -60,6 +60,9 @@ class StageModule(nn.Module):
             raise ValueError("stage 1 needs a report for every slide")
         if te.trainable:
             return te.encode_views(batch.views)
+        # One report per call, not a batch's new reports together: padding with other reports'
+        # texts changes the embeddings in the last bits, and a resumed run (its cache filled in
+        # other groups) would then end with weights other than the uninterrupted run's.
         parts = []
         for v in batch.views:
             key = v.paragraph
