@@ -23,7 +23,7 @@
    caches, which the copies keep from their demo slide.
 
 Usage: python benchmarks/bench_planning.py [--sizes 1000 10000 100000] [--noop-slides 100]
-       [--repeats 3] [--demo demo] [--out benchmarks/out/planning.json]
+       [--repeats 3] [--plan-repeats 1] [--demo demo] [--out benchmarks/out/planning.json]
 """
 
 from __future__ import annotations
@@ -99,8 +99,9 @@ def write_config(workdir: Path, samples: Path, gt_index: Path, base: dict) -> No
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
 
 
-def plan(n: int, root: Path, base: dict) -> dict:
-    """Dry run of the per-slide chain and the manifest for ``n`` placeholder slides."""
+def plan(n: int, root: Path, base: dict, repeats: int = 1) -> dict:
+    """Dry run of the per-slide chain and the manifest for ``n`` placeholder slides; its wall
+    time is the median of ``repeats`` runs (all of them recorded)."""
     work = root / f"plan_{n}"
     slides = work / "slides"
     slides.mkdir(parents=True)
@@ -117,11 +118,14 @@ def plan(n: int, root: Path, base: dict) -> dict:
     gt_index = work / "gt_index.csv"
     gt_index.touch()
     write_config(work, samples, gt_index, base)
-    seconds, proc = snakemake(work, "-n", "out/manifest.csv", "out/tiles/summary.tsv")
-    if proc.returncode != 0:
-        raise RuntimeError(proc.stderr[-3000:])
+    runs = []
+    for _ in range(repeats):
+        seconds, proc = snakemake(work, "-n", "out/manifest.csv", "out/tiles/summary.tsv")
+        if proc.returncode != 0:
+            raise RuntimeError(proc.stderr[-3000:])
+        runs.append(round(seconds, 2))
     jobs = planned_total(proc.stdout + proc.stderr)
-    return {"slides": n, "jobs": jobs, "seconds": round(seconds, 2)}
+    return {"slides": n, "jobs": jobs, "seconds": statistics.median(runs), "runs": runs}
 
 
 def copy_tree(src: Path, dst: Path) -> None:
@@ -218,7 +222,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", type=int, nargs="*", default=[1000, 10000, 100000])
     ap.add_argument("--noop-slides", type=int, default=100, help="0: skip the no-op run")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=3, help="no-op runs (median)")
+    ap.add_argument("--plan-repeats", type=int, default=1, help="dry runs per size (median)")
     ap.add_argument("--demo", type=Path, default=REPO / "demo", help="a finished `make demo`")
     ap.add_argument("--config", type=Path, default=REPO / "config.yaml")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out" / "planning.json")
@@ -234,7 +239,7 @@ def main() -> None:
         "slides_per_job": base["embed"].get("slides_per_job", 1),
     }
     try:
-        result["planning"] = [plan(n, root, base) for n in args.sizes]
+        result["planning"] = [plan(n, root, base, args.plan_repeats) for n in args.sizes]
         if args.noop_slides:
             result["noop"] = noop(args.noop_slides, args.demo, root, base, args.repeats)
     finally:
@@ -242,10 +247,11 @@ def main() -> None:
             shutil.rmtree(root, ignore_errors=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
-    print("| slides | jobs planned | snakemake -n (s) |")
-    print("| --- | --- | --- |")
+    print("| slides | jobs planned | snakemake -n (s), median | runs (s) |")
+    print("| --- | --- | --- | --- |")
     for row in result.get("planning", []):
-        print(f"| {row['slides']:,} | {row['jobs']:,} | {row['seconds']:.1f} |")
+        runs = ", ".join(f"{s:.1f}" for s in row["runs"])
+        print(f"| {row['slides']:,} | {row['jobs']:,} | {row['seconds']:.1f} | {runs} |")
     if "noop" in result:
         r = result["noop"]
         print(
