@@ -55,7 +55,7 @@ import sys
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import yaml
@@ -472,10 +472,17 @@ def _differences(comparisons: Any) -> str:
     return text or "-"
 
 
-def _report_cells(r: dict) -> tuple[str, float, float, str] | None:
-    """A row's report facts: fact accuracy per seed (interval; ``-`` where its reports state no
-    fact), mean fact recall (the share of the slide's facts stated), mean contradiction rate,
-    mean accuracy per scale (slide / region / patch / cell); ``None`` without report facts."""
+class ReportCells(NamedTuple):
+    """A row's report-fact cells of the Markdown tables."""
+
+    fact_accuracy: str  # per seed, with its interval; "-" where a seed's reports state no fact
+    recall: float  # mean share of the slide's facts stated
+    contradiction: float  # mean contradiction rate
+    scales: str  # mean accuracy per scale: slide / region / patch / cell
+
+
+def _report_cells(r: dict) -> ReportCells | None:
+    """A row's report facts over its seeds; ``None`` without report facts."""
     per = [v for v in r["report_facts"].values() if v and v.get("fact_recall") is not None]
     if not per:
         return None
@@ -490,8 +497,12 @@ def _report_cells(r: dict) -> tuple[str, float, float, str] | None:
                       if v.get(f"{sc}_accuracy") is not None] or [np.nan]))
         for sc in ("slide", "region", "patch", "cell")
     )  # fmt: skip
-    recall = float(np.mean([v["fact_recall"] for v in per]))
-    return fa, recall, float(np.mean([v["contradiction_rate"] for v in per])), scales
+    return ReportCells(
+        fa,
+        float(np.mean([v["fact_recall"] for v in per])),
+        float(np.mean([v["contradiction_rate"] for v in per])),
+        scales,
+    )
 
 
 def markdown(
@@ -557,11 +568,13 @@ def markdown(
     ]
     method_paired = rows.get(METHOD, {}).get("report_facts", {})
     for label, r in rows.items():
-        if not (cells := _report_cells(r)):
+        if not (c := _report_cells(r)):
             continue
-        fa, recall, cr, scales = cells
         diff = _differences((m or {}).get("paired", {}).get(label) for m in method_paired.values())
-        lines.append(f"| {label} | {fa} | {recall:.3f} | {cr:.3f} | {scales} | {diff} |")
+        lines.append(
+            f"| {label} | {c.fact_accuracy} | {c.recall:.3f} | {c.contradiction:.3f} | {c.scales}"
+            f" | {diff} |"
+        )
     for name, llm_rows in summary.get("llm_runs", {}).items():
         lines += [
             "",
@@ -574,11 +587,9 @@ def markdown(
         ]
         for label, r in llm_rows.items():
             diff = _differences((r.get("method_minus_this") or {}).values())
-            cells = _report_cells(r)
-            fa, recall, scales = (
-                (cells[0], f"{cells[1]:.3f}", cells[3]) if cells else ("-", "-", "-")
-            )
-            lines.append(f"| {label} | {_per_seed(r)} | {diff} | {fa} | {recall} | {scales} |")
+            c = _report_cells(r)
+            facts = f"{c.fact_accuracy} | {c.recall:.3f} | {c.scales}" if c else "- | - | -"
+            lines.append(f"| {label} | {_per_seed(r)} | {diff} | {facts} |")
     return "\n".join(lines) + "\n"
 
 
