@@ -29,7 +29,7 @@ demo/cohort/samples.csv: | $(VENV)/.installed
 	$(BIN)/hwsi-demo cohort demo/cohort
 
 # LLM=smollm2: the demo with SmolLM2-135M-Instruct instead of the tiny LM (hours on 2 cores:
-# about 40 s per stage-3 step; benchmarks/RESULTS.md).
+# about 15 s per stage-3 step on idle cores, 40 s on busy ones; benchmarks/RESULTS.md).
 LLM ?= demo
 
 demo: $(VENV)/.installed demo/cohort/samples.csv
